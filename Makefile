@@ -1,0 +1,25 @@
+# Fresh machine: `make run` sets up and transcribes the demo clips; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/asrserve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/asrserve
+
+run: setup
+	$(BIN)/asrserve transcribe models/asrserve-tiny-lstm-synth-en/test_wavs/*.wav
+
+test: setup
+	$(BIN)/ruff check asrserve tests benchmarks
+	$(BIN)/mypy asrserve
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_streaming.py
+
+.PHONY: setup run test bench

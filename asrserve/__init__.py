@@ -1,0 +1,99 @@
+"""asrserve: streaming transducer speech recognition on CPUs.
+
+>>> import asrserve
+>>> rec = asrserve.load_model()          # the built-in demo model
+>>> rec.transcribe("speech.wav").text
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asrserve.backends.base import BackendOptions
+from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig
+from asrserve.core.events import Result
+from asrserve.core.recognizer import Recognizer
+from asrserve.core.stream import Stream
+from asrserve.decoding.tokens import SymbolTable
+from asrserve.errors import (
+    AsrServeError,
+    AudioFormatError,
+    CatalogError,
+    ConfigError,
+    ModelLoadError,
+    ProtocolError,
+)
+from asrserve.families import find_model_files, load_transducer
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AsrServeError",
+    "AudioFormatError",
+    "CatalogError",
+    "ConfigError",
+    "DecodingConfig",
+    "EndpointConfig",
+    "FeatureConfig",
+    "ModelLoadError",
+    "ProtocolError",
+    "Recognizer",
+    "Result",
+    "Stream",
+    "builtin_model_dir",
+    "load_model",
+]
+
+__version__ = "0.1.0"
+
+DEFAULT_MODEL = "asrserve-tiny-lstm-synth-en"
+
+
+def builtin_model_dir() -> Path:
+    """Directory of the demo model shipped in the repository's ``models/``."""
+    env = os.environ.get("ASRSERVE_BUILTIN_MODEL")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL
+
+
+def resolve_model_dir(path_or_name: str | Path | None) -> Path:
+    """A directory, a catalog name that was pulled, or ``None`` for the demo model."""
+    if path_or_name is None or str(path_or_name) == DEFAULT_MODEL:
+        d = builtin_model_dir()
+        if not d.is_dir():
+            raise ModelLoadError(f"built-in model not found at {d}")
+        return d
+    p = Path(path_or_name)
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise ModelLoadError(f"{p}: expected a model directory, got a file")
+    from asrserve.catalog import resolve_model
+
+    return resolve_model(str(path_or_name))
+
+
+def load_model(
+    path_or_name: str | Path | None = None,
+    *,
+    provider: str = "cpu",
+    num_threads: int = 1,
+    precision: str = "auto",
+    decoding: DecodingConfig | None = None,
+    endpoint: EndpointConfig | None = None,
+    tail_padding_s: float | None = None,
+) -> Recognizer:
+    """Load a transducer model directory (or catalog name) into a :class:`Recognizer`."""
+    model_dir = resolve_model_dir(path_or_name)
+    files = find_model_files(model_dir, precision)
+    model = load_transducer(files, BackendOptions(num_threads=num_threads, provider=provider))
+    symbols = SymbolTable.from_file(files.tokens)
+    return Recognizer(
+        model,
+        symbols,
+        decoding=decoding,
+        endpoint=endpoint,
+        bpe_model=files.bpe_model,
+        tail_padding_s=tail_padding_s,
+    )

@@ -1,0 +1,84 @@
+"""Audio at the edge: file decoding, sample-format conversion, resampling.
+
+Everything past this module sees mono float32 samples in [-1, 1] at the
+model's sample rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.errors import AudioFormatError
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def to_float32(samples: npt.ArrayLike) -> FloatArray:
+    """Convert int16 PCM or float samples to float32 in [-1, 1].
+
+    int16 is scaled by 1/32768; float input is taken as already in [-1, 1].
+    Non-finite values are refused rather than silently poisoning the stream.
+    """
+    arr = np.asarray(samples)
+    if arr.ndim != 1:
+        raise AudioFormatError(f"expected a 1-D array of samples, got shape {arr.shape}")
+    if arr.dtype == np.int16:
+        return arr.astype(np.float32) / np.float32(32768.0)
+    if arr.dtype.kind == "f":
+        out = arr.astype(np.float32, copy=False)
+        if not np.isfinite(out).all():
+            raise AudioFormatError("samples contain NaN or infinity")
+        return out
+    raise AudioFormatError(f"unsupported sample dtype {arr.dtype}; use float32 or int16")
+
+
+def resample(samples: FloatArray, from_rate: int, to_rate: int) -> FloatArray:
+    """Resample a whole signal (soxr, high quality)."""
+    if from_rate == to_rate:
+        return samples
+    import soxr
+
+    return np.asarray(soxr.resample(samples, from_rate, to_rate, quality="HQ"), dtype=np.float32)
+
+
+class StreamResampler:
+    """Stateful resampler for audio arriving in pieces at a fixed input rate."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        import soxr
+
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._rs = soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality="HQ")
+
+    def process(self, samples: FloatArray, last: bool = False) -> FloatArray:
+        out = self._rs.resample_chunk(np.ascontiguousarray(samples, dtype=np.float32), last=last)
+        return np.asarray(out, dtype=np.float32)
+
+
+def read_audio(path: str | Path) -> tuple[FloatArray, int]:
+    """Decode wav/flac/ogg/mp3 (anything libsndfile reads) to mono float32.
+
+    Returns ``(samples, sample_rate)``; multi-channel audio is downmixed by
+    averaging the channels.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioFormatError(f"{p}: no such audio file")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types
+        raise AudioFormatError(f"{p}: cannot decode audio ({exc})") from exc
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def load_audio(path: str | Path, sample_rate: int) -> FloatArray:
+    """Read a file and resample it to ``sample_rate``."""
+    samples, rate = read_audio(path)
+    return resample(samples, rate, sample_rate)

@@ -1,0 +1,59 @@
+"""The backend interface: load a graph, describe its tensors, run it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, element type and shape of a graph input or output.
+
+    Dynamic dimensions are ``None``.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Engine options shared by every backend."""
+
+    num_threads: int = 1
+    provider: str = "cpu"
+
+    def validate(self) -> BackendOptions:
+        if self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+        if self.provider not in ("cpu", "cuda", "coreml"):
+            raise ConfigError(f"unknown provider {self.provider!r}; expected cpu, cuda or coreml")
+        return self
+
+
+class Session(Protocol):
+    """One loaded graph.
+
+    ``run`` takes feeds by input name and returns the outputs in
+    ``outputs`` order.
+    """
+
+    path: str
+    inputs: Sequence[TensorInfo]
+    outputs: Sequence[TensorInfo]
+    metadata: Mapping[str, str]
+    batch_dependent: bool
+    """True when a row's output can depend on other rows (per-tensor dynamic
+    activation quantization), so batching changes results slightly."""
+
+    def run(
+        self, feeds: Mapping[str, npt.NDArray[np.generic]]
+    ) -> list[npt.NDArray[np.generic]]: ...

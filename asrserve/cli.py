@@ -1,0 +1,194 @@
+"""Command line: ``asrserve transcribe | models``.
+
+Each subcommand is split into argument parsing and a ``run_*`` function
+that returns the exit code, so tests call them without a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from asrserve.errors import AsrServeError
+
+log = logging.getLogger("asrserve")
+
+EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model directory or catalog name (default: demo)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
+    p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "coreml"])
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--beam", type=int, default=4, help="active paths of beam search")
+    p.add_argument("--blank-penalty", type=float, default=0.0)
+    p.add_argument(
+        "--hotword",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="boost a phrase in beam search ('PHRASE :score' sets its own score); repeatable",
+    )
+    p.add_argument("--hotwords-score", type=float, default=1.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asrserve", description="Streaming speech recognition.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files offline")
+    t.add_argument("files", nargs="+", metavar="FILE")
+    _add_model_args(t)
+    t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
+    t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
+    t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+    m = sub.add_parser("models", help="list or download known models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", help="show the catalog")
+    ml.add_argument("--models-dir", type=Path, default=None)
+    mp = msub.add_parser("pull", help="download a model from the catalog")
+    mp.add_argument("name")
+    mp.add_argument("--models-dir", type=Path, default=None)
+    mp.add_argument("--url", default=None, help="override the download URL (mirrors)")
+    mp.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _decoding_config(args: argparse.Namespace) -> Any:
+    from asrserve.config import DecodingConfig, normalize_method
+
+    return DecodingConfig(
+        method=normalize_method(args.decoding),
+        beam=args.beam,
+        blank_penalty=args.blank_penalty,
+        hotwords=tuple(args.hotword),
+        hotwords_score=args.hotwords_score,
+    ).validate()
+
+
+def _load(args: argparse.Namespace) -> Any:
+    import asrserve
+
+    return asrserve.load_model(
+        args.model,
+        provider=args.provider,
+        num_threads=args.num_threads,
+        precision=args.precision,
+        decoding=_decoding_config(args),
+    )
+
+
+def _render(fmt: str, path: str, result: Any, duration: float) -> str:
+    from asrserve.subtitles import make_cues, to_srt, to_vtt
+
+    if fmt == "json":
+        obj = {
+            "file": path,
+            "text": result.text,
+            "tokens": result.tokens,
+            "timestamps": result.timestamps,
+            "duration": round(duration, 3),
+        }
+        return json.dumps(obj, ensure_ascii=False) + "\n"
+    if fmt == "srt":
+        return to_srt(make_cues(result, duration))
+    if fmt == "vtt":
+        return to_vtt(make_cues(result, duration))
+    return f"{result.text}\n"
+
+
+def run_transcribe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from tqdm import tqdm
+
+    from asrserve.audio import load_audio
+
+    recognizer = _load(args)
+    rate = recognizer.feature_config.sample_rate
+    failed = 0
+    ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    for path in args.files:
+        try:
+            samples = load_audio(path, rate)
+        except AsrServeError as exc:
+            print(f"asrserve: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        duration = samples.size / rate
+        show = not args.no_progress and duration > 30.0
+        with tqdm(
+            total=round(duration, 1),
+            unit="s",
+            desc=Path(path).name,
+            disable=None if show else True,
+            leave=False,
+            file=sys.stderr,
+        ) as bar:
+
+            def progress(done: float, _total: float, bar: Any = bar) -> None:
+                bar.n = round(done, 1)
+                bar.refresh()
+
+            result = recognizer.transcribe(samples, rate, progress=progress)
+        text = _render(args.format, path, result, duration)
+        if args.output_dir is not None:
+            (args.output_dir / f"{Path(path).stem}.{ext}").write_text(text, encoding="utf-8")
+        elif args.format == "text" and len(args.files) > 1:
+            out.write(f"{path}\t{text}")
+        else:
+            out.write(text)
+        out.flush()
+    return EXIT_FAILED_INPUT if failed else EXIT_OK
+
+
+def run_models(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from asrserve import catalog
+
+    entries = catalog.load_catalog()
+    models_dir = args.models_dir or catalog.default_models_dir()
+    if args.models_command == "list":
+        out.write(catalog.format_catalog(entries, models_dir) + "\n")
+        return EXIT_OK
+    entry = entries.get(args.name)
+    if entry is None:
+        raise AsrServeError(f"unknown model {args.name!r}; see 'asrserve models list'")
+    path = catalog.pull(entry, models_dir, progress=not args.no_progress, url=args.url)
+    out.write(f"{path}\n")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "transcribe":
+        return run_transcribe(args)
+    if args.command == "models":
+        return run_models(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run(args)
+    except AsrServeError as exc:
+        print(f"asrserve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

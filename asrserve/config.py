@@ -1,0 +1,133 @@
+"""Frozen option dataclasses with ``validate()``.
+
+Every layer (Python API, CLI, server) builds these, so an unknown or
+out-of-range option is refused in one place with one clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from asrserve.errors import ConfigError
+
+DecodingMethod = Literal["greedy", "modified_beam"]
+_METHOD_ALIASES = {
+    "greedy": "greedy",
+    "greedy_search": "greedy",
+    "beam": "modified_beam",
+    "modified_beam": "modified_beam",
+    "modified_beam_search": "modified_beam",
+}
+
+
+def normalize_method(name: str) -> DecodingMethod:
+    """Map user spellings (``beam``, ``greedy_search`` ...) to a method name."""
+    try:
+        return _METHOD_ALIASES[name]  # type: ignore[return-value]
+    except KeyError:
+        known = ", ".join(sorted(_METHOD_ALIASES))
+        raise ConfigError(f"unknown decoding method {name!r}; expected one of: {known}") from None
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Kaldi fbank options; the defaults are those icefall/sherpa models train with."""
+
+    sample_rate: int = 16000
+    num_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    low_freq: float = 20.0
+    high_freq: float = -400.0
+    dither: float = 0.0
+    snip_edges: bool = False
+
+    def validate(self) -> FeatureConfig:
+        if self.sample_rate <= 0:
+            raise ConfigError(f"feature sample_rate must be positive, got {self.sample_rate}")
+        if self.num_bins <= 0:
+            raise ConfigError(f"feature num_bins must be positive, got {self.num_bins}")
+        if self.frame_shift_ms <= 0 or self.frame_length_ms <= 0:
+            raise ConfigError("frame_shift_ms and frame_length_ms must be positive")
+        return self
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Search options.
+
+    ``max_symbols_per_frame=1`` reproduces sherpa-onnx's online greedy search;
+    ``beam`` is the number of active paths of modified beam search.
+    """
+
+    method: DecodingMethod = "greedy"
+    beam: int = 4
+    max_symbols_per_frame: int = 1
+    blank_penalty: float = 0.0
+    hotwords: tuple[str, ...] = ()
+    hotwords_score: float = 1.5
+
+    def validate(self) -> DecodingConfig:
+        normalize_method(self.method)
+        if self.beam < 1:
+            raise ConfigError(f"beam must be >= 1, got {self.beam}")
+        if self.max_symbols_per_frame < 1:
+            raise ConfigError(
+                f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
+            )
+        if self.blank_penalty < 0:
+            raise ConfigError(f"blank_penalty must be >= 0, got {self.blank_penalty}")
+        return self
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    """Endpoint when trailing silence and utterance length reach these seconds."""
+
+    must_contain_nonsilence: bool
+    min_trailing_silence: float
+    min_utterance_length: float
+
+    def activated(self, trailing_silence: float, utterance_length: float) -> bool:
+        contains_nonsilence = utterance_length > trailing_silence
+        return (
+            (contains_nonsilence or not self.must_contain_nonsilence)
+            and trailing_silence >= self.min_trailing_silence
+            and utterance_length >= self.min_utterance_length
+        )
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """The three endpoint rules; defaults match sherpa-onnx."""
+
+    enabled: bool = False
+    rule1: EndpointRule = field(default_factory=lambda: EndpointRule(False, 2.4, 0.0))
+    rule2: EndpointRule = field(default_factory=lambda: EndpointRule(True, 1.2, 0.0))
+    rule3: EndpointRule = field(default_factory=lambda: EndpointRule(False, 0.0, 20.0))
+
+    def validate(self) -> EndpointConfig:
+        for rule in (self.rule1, self.rule2, self.rule3):
+            if rule.min_trailing_silence < 0 or rule.min_utterance_length < 0:
+                raise ConfigError("endpoint rule thresholds must be >= 0 seconds")
+        return self
+
+    def is_endpoint(self, trailing_silence: float, utterance_length: float) -> bool:
+        if not self.enabled:
+            return False
+        return any(
+            r.activated(trailing_silence, utterance_length)
+            for r in (self.rule1, self.rule2, self.rule3)
+        )
+
+
+def from_mapping(cls: type[Any], values: dict[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from a dict, refusing unknown keys by name."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    return cls(**values)

@@ -1,0 +1,275 @@
+"""The recognizer: turns ready feature chunks of many streams into results.
+
+``decode_streams`` is the one batching operation: gather one chunk per
+ready stream → stack caches → one encoder run → search per stream →
+unstack caches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.audio import load_audio, to_float32
+from asrserve.config import (
+    DecodingConfig,
+    EndpointConfig,
+    FeatureConfig,
+    normalize_method,
+)
+from asrserve.core.events import Result
+from asrserve.core.stream import Stream
+from asrserve.decoding.beam import ModifiedBeamSearch
+from asrserve.decoding.decoder_cache import DecoderCache
+from asrserve.decoding.greedy import GreedySearch
+from asrserve.decoding.hotwords import ContextGraph
+from asrserve.decoding.tokens import SymbolTable
+from asrserve.errors import ConfigError
+from asrserve.families.base import TransducerModel
+from asrserve.features.kaldi_fbank import KaldiFbank
+
+log = logging.getLogger("asrserve")
+
+Search = GreedySearch | ModifiedBeamSearch
+_DEFAULT_TAIL_PADDING_S = 0.66
+
+
+class Recognizer:
+    """Shared by all streams of one model; not thread-safe (call from one thread)."""
+
+    def __init__(
+        self,
+        model: TransducerModel,
+        symbols: SymbolTable,
+        *,
+        decoding: DecodingConfig | None = None,
+        endpoint: EndpointConfig | None = None,
+        features: FeatureConfig | None = None,
+        bpe_model: str | Path | None = None,
+        tail_padding_s: float | None = None,
+    ) -> None:
+        self.model = model
+        self.symbols = symbols
+        self.decoding = (decoding or DecodingConfig()).validate()
+        self.endpoint = (endpoint or EndpointConfig()).validate()
+        self.feature_config = (features or FeatureConfig(num_bins=model.feature_dim)).validate()
+        self.bpe_model = Path(bpe_model) if bpe_model else None
+        if len(symbols) != model.vocab_size:
+            log.warning(
+                "tokens.txt has %d entries but the model's vocab_size is %d",
+                len(symbols),
+                model.vocab_size,
+            )
+        frame_s = self.feature_config.frame_shift_ms / 1000.0
+        min_pad = (model.chunk_size + 2) * frame_s
+        self.tail_padding_s = (
+            max(_DEFAULT_TAIL_PADDING_S, min_pad) if tail_padding_s is None else tail_padding_s
+        )
+        self.frame_shift_s = frame_s
+        self.output_frame_s = frame_s * model.subsampling_factor
+        self.decoder_cache = DecoderCache(
+            model.run_decoder,
+            model.context_size,
+            batch_dependent=model.decoder.batch_dependent,
+        )
+        self._searches: dict[tuple[Any, ...], Search] = {}
+        self._sp: Any = None
+
+    # --- streams ----------------------------------------------------------
+    def create_stream(
+        self,
+        hotwords: Sequence[str] | None = None,
+        decoding: DecodingConfig | None = None,
+    ) -> Stream:
+        """A new stream; ``hotwords`` are phrases (optionally ``"PHRASE :score"``)
+        boosted by modified beam search."""
+        cfg = (decoding or self.decoding).validate()
+        phrases = list(hotwords if hotwords is not None else cfg.hotwords)
+        search = self._search(cfg)
+        graph = self._context_graph(phrases, cfg.hotwords_score) if phrases else None
+        if graph is not None and not isinstance(search, ModifiedBeamSearch):
+            raise ConfigError("hotwords need decoding method 'modified_beam' (beam search)")
+        state = (
+            search.initial(graph) if isinstance(search, ModifiedBeamSearch) else search.initial()
+        )
+        return Stream(
+            KaldiFbank(self.feature_config),
+            self.model.init_state(),
+            state,
+            cfg,
+            self.tail_padding_s,
+        )
+
+    def is_ready(self, stream: Stream) -> bool:
+        chunk = self.model.chunk_size
+        return stream.num_processed_frames + chunk < stream.features.num_frames_ready
+
+    def decode_streams(self, streams: Iterable[Stream]) -> int:
+        """Run one chunk for every ready stream in a single encoder call.
+
+        Returns how many streams were advanced.
+        """
+        ready = [s for s in streams if self.is_ready(s)]
+        if not ready:
+            return 0
+        m = self.model
+        feats = np.stack(
+            [s.features.get_frames(s.num_processed_frames, m.chunk_size) for s in ready]
+        )
+        states = m.stack_states([s.encoder_state for s in ready])
+        encoder_out, next_states = m.run_encoder(feats, states)
+        for s, st in zip(ready, m.unstack_states(next_states), strict=True):
+            s.encoder_state = st
+            s.num_processed_frames += m.chunk_shift
+            s.features.discard_before(s.num_processed_frames)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, s in enumerate(ready):
+            groups.setdefault(self._search_key(s.decoding), []).append(i)
+        for key, idx in groups.items():
+            search = self._searches[key]
+            sub = encoder_out if len(idx) == len(ready) else encoder_out[idx]
+            search.decode(sub, [ready[i].search_state for i in idx])
+        return len(ready)
+
+    def decode_stream(self, stream: Stream) -> None:
+        """Decode everything that is ready in one stream."""
+        while self.decode_streams([stream]):
+            pass
+
+    # --- results and endpoints -------------------------------------------
+    def _best(self, stream: Stream) -> tuple[list[int], list[int], int]:
+        search = self._searches[self._search_key(stream.decoding)]
+        return search.tokens(stream.search_state)
+
+    def get_result(self, stream: Stream, is_final: bool = False) -> Result:
+        ids, frames, _ = self._best(stream)
+        text, pieces = self.symbols.decode(ids)
+        kept = [i for i, t in enumerate(ids) if self.symbols[t] != "<unk>"]
+        start = stream.segment_start_frame * self.frame_shift_s
+        return Result(
+            text=text.strip(),
+            tokens=pieces,
+            token_ids=[ids[i] for i in kept],
+            timestamps=[round(start + frames[i] * self.output_frame_s, 3) for i in kept],
+            segment=stream.segment,
+            start_time=round(start, 3),
+            is_final=is_final,
+        )
+
+    def is_endpoint(self, stream: Stream) -> bool:
+        if not self.endpoint.enabled:
+            return False
+        _, _, trailing_blanks = self._best(stream)
+        frames = stream.num_processed_frames - stream.segment_start_frame
+        trailing = trailing_blanks * self.model.subsampling_factor * self.frame_shift_s
+        return self.endpoint.is_endpoint(trailing, frames * self.frame_shift_s)
+
+    def reset(self, stream: Stream) -> None:
+        """Start a new segment: search restarts, encoder cache and audio clock go on."""
+        ids, _, _ = self._best(stream)
+        if ids:
+            stream.segment += 1
+        search = self._searches[self._search_key(stream.decoding)]
+        stream.search_state = search.reset(stream.search_state)
+        stream.segment_start_frame = stream.num_processed_frames
+
+    # --- offline convenience ---------------------------------------------
+    def transcribe(
+        self,
+        audio: str | Path | npt.ArrayLike,
+        sample_rate: int | None = None,
+        *,
+        hotwords: Sequence[str] | None = None,
+        chunk_seconds: float = 10.0,
+        progress: Callable[[float, float], None] | None = None,
+    ) -> Result:
+        """Transcribe a file or an array through the streaming path.
+
+        ``progress(done_s, total_s)`` is called as audio is consumed.
+        """
+        if isinstance(audio, str | Path):
+            samples = load_audio(audio, self.feature_config.sample_rate)
+            rate = self.feature_config.sample_rate
+        else:
+            if sample_rate is None:
+                raise ConfigError("sample_rate is required when transcribing an array")
+            samples, rate = to_float32(np.asarray(audio)), sample_rate
+        stream = self.create_stream(hotwords=hotwords)
+        step = max(1, int(chunk_seconds * rate))
+        total = samples.size / rate
+        for begin in range(0, samples.size, step):
+            stream.accept_waveform(rate, samples[begin : begin + step])
+            self.decode_stream(stream)
+            if progress is not None:
+                progress(min(total, (begin + step) / rate), total)
+        stream.input_finished()
+        self.decode_stream(stream)
+        return self.get_result(stream, is_final=True)
+
+    # --- helpers ------------------------------------------------------------
+    @staticmethod
+    def _search_key(cfg: DecodingConfig) -> tuple[Any, ...]:
+        method = normalize_method(cfg.method)
+        if method == "greedy":
+            return (method, cfg.blank_penalty, cfg.max_symbols_per_frame)
+        return (method, cfg.blank_penalty, cfg.beam)
+
+    def _search(self, cfg: DecodingConfig) -> Search:
+        key = self._search_key(cfg)
+        search = self._searches.get(key)
+        if search is None:
+            unk = self.symbols.unk_id
+            joiner = self.model.run_joiner
+            if key[0] == "greedy":
+                search = GreedySearch(
+                    joiner, self.decoder_cache, unk, cfg.blank_penalty, cfg.max_symbols_per_frame
+                )
+            else:
+                search = ModifiedBeamSearch(
+                    joiner,
+                    self.decoder_cache,
+                    unk,
+                    cfg.beam,
+                    cfg.blank_penalty,
+                    joiner_batch_dependent=self.model.joiner.batch_dependent,
+                )
+            self._searches[key] = search
+        return search
+
+    def encode_hotword(self, phrase: str) -> list[int]:
+        """Token ids of a phrase: BPE (``bpe.model``) when the model has one,
+        else whitespace-separated pieces looked up in ``tokens.txt``."""
+        if self.bpe_model is not None:
+            if self._sp is None:
+                import sentencepiece as spm
+
+                self._sp = spm.SentencePieceProcessor(model_file=str(self.bpe_model))
+            pieces = self._sp.encode(phrase, out_type=str)
+        else:
+            pieces = phrase.split()
+        ids = [self.symbols.get_id(p) for p in pieces]
+        missing = [p for p, i in zip(pieces, ids, strict=True) if i is None]
+        if missing:
+            raise ConfigError(f"hotword {phrase!r}: pieces not in tokens.txt: {missing}")
+        return [i for i in ids if i is not None]
+
+    def _context_graph(self, phrases: Sequence[str], default_score: float) -> ContextGraph:
+        token_ids: list[list[int]] = []
+        scores: list[float] = []
+        for raw in phrases:
+            phrase, score = raw.strip(), 0.0
+            if " :" in phrase:
+                phrase, _, s = phrase.rpartition(" :")
+                try:
+                    score = float(s)
+                except ValueError:
+                    raise ConfigError(f"hotword {raw!r}: score {s!r} is not a number") from None
+            if phrase.strip():
+                token_ids.append(self.encode_hotword(phrase.strip()))
+                scores.append(score)
+        return ContextGraph(token_ids, default_score, scores)

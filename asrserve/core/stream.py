@@ -1,0 +1,91 @@
+"""One audio stream: buffered features, encoder cache and search state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.audio import StreamResampler, to_float32
+from asrserve.config import DecodingConfig
+from asrserve.errors import AudioFormatError
+from asrserve.features.kaldi_fbank import KaldiFbank
+
+if TYPE_CHECKING:
+    from asrserve.families.base import State
+
+
+class Stream:
+    """Created by :meth:`asrserve.Recognizer.create_stream`.
+
+    Feed audio with :meth:`accept_waveform`, call :meth:`input_finished`
+    at the end; the recognizer decodes whenever enough frames are buffered.
+    """
+
+    def __init__(
+        self,
+        features: KaldiFbank,
+        encoder_state: State,
+        search_state: Any,
+        decoding: DecodingConfig,
+        tail_padding_s: float,
+    ) -> None:
+        self.features = features
+        self.encoder_state = encoder_state
+        self.search_state = search_state
+        self.decoding = decoding
+        self.tail_padding_s = tail_padding_s
+        self.num_processed_frames = 0
+        self.segment = 0
+        self.segment_start_frame = 0
+        self.num_samples = 0  # at the model rate, tail padding excluded
+        self._input_rate: int | None = None
+        self._resampler: StreamResampler | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.config.sample_rate
+
+    @property
+    def is_finished(self) -> bool:
+        return self.features.finished
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio accepted so far (at the model's rate)."""
+        return self.num_samples / self.sample_rate
+
+    def accept_waveform(self, sample_rate: int, samples: npt.ArrayLike) -> None:
+        """Append audio: float32 in [-1, 1] or int16, at any (fixed) sample rate."""
+        if self.features.finished:
+            raise AudioFormatError("input_finished() was called; the stream takes no more audio")
+        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+            raise AudioFormatError(f"sample rate must be a positive integer, got {sample_rate!r}")
+        if self._input_rate is None:
+            self._input_rate = int(sample_rate)
+            if sample_rate != self.sample_rate:
+                self._resampler = StreamResampler(int(sample_rate), self.sample_rate)
+        elif sample_rate != self._input_rate:
+            raise AudioFormatError(
+                f"sample rate changed mid-stream from {self._input_rate} to {sample_rate}"
+            )
+        x = to_float32(samples)
+        if self._resampler is not None:
+            x = self._resampler.process(x)
+        self.num_samples += x.size
+        self.features.accept_waveform(x)
+
+    def input_finished(self) -> None:
+        """No more audio. Flushes the resampler and adds the tail padding
+        that lets the encoder see the last real frames."""
+        if self.features.finished:
+            return
+        if self._resampler is not None:
+            rest = self._resampler.process(np.zeros(0, dtype=np.float32), last=True)
+            self.num_samples += rest.size
+            self.features.accept_waveform(rest)
+        pad = round(self.tail_padding_s * self.sample_rate)
+        if pad:
+            self.features.accept_waveform(np.zeros(pad, dtype=np.float32))
+        self.features.input_finished()

@@ -1,0 +1,1 @@
+"""Transducer search over joiner logits; knows no model family."""

@@ -1,0 +1,166 @@
+"""Batched modified beam search (at most one symbol per frame) with hotwords.
+
+Follows the search of icefall / sherpa-onnx: per frame, every active path
+of a stream is expanded by every token, the ``beam`` best (path, token)
+pairs survive, and paths with equal token sequences are merged by
+log-adding their probabilities. The best path is chosen with length
+normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.decoding.decoder_cache import DecoderCache
+from asrserve.decoding.greedy import initial_context
+from asrserve.decoding.hotwords import ContextGraph, ContextState
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class BeamHyp:
+    ys: list[int]
+    log_prob: float
+    timestamps: list[int] = field(default_factory=list)
+    context_state: ContextState | None = None
+    num_trailing_blanks: int = 0
+
+
+@dataclass
+class BeamState:
+    """All active paths of one stream, keyed by token sequence."""
+
+    hyps: dict[tuple[int, ...], BeamHyp]
+    context_graph: ContextGraph | None = None
+    frame_offset: int = 0
+
+    def add(self, hyp: BeamHyp) -> None:
+        key = tuple(hyp.ys)
+        old = self.hyps.get(key)
+        if old is None:
+            self.hyps[key] = hyp
+        else:
+            old.log_prob = float(np.logaddexp(old.log_prob, hyp.log_prob))
+
+    def best(self) -> BeamHyp:
+        return max(self.hyps.values(), key=lambda h: h.log_prob / len(h.ys))
+
+
+def log_softmax(x: FloatArray) -> FloatArray:
+    """Row-wise log-softmax in float32, summing left to right like the reference."""
+    m = x.max(axis=1, keepdims=True)
+    s = np.exp(x - m).cumsum(axis=1, dtype=np.float32)[:, -1:]
+    out: FloatArray = x - (m + np.log(s))
+    return out
+
+
+def topk_desc(values: FloatArray, k: int) -> list[int]:
+    """Indices of the ``k`` largest values, largest first, lower index first on ties."""
+    idx = np.arange(values.size) if k >= values.size else np.argpartition(-values, k - 1)[:k]
+    order = np.lexsort((idx, -values[idx]))
+    return [int(i) for i in idx[order]]
+
+
+class ModifiedBeamSearch:
+    def __init__(
+        self,
+        joiner: Callable[[FloatArray, FloatArray], FloatArray],
+        decoder: DecoderCache,
+        unk_id: int,
+        beam: int = 4,
+        blank_penalty: float = 0.0,
+        joiner_batch_dependent: bool = False,
+    ) -> None:
+        self.joiner = joiner
+        self.joiner_batch_dependent = joiner_batch_dependent
+        self.decoder = decoder
+        self.unk_id = unk_id
+        self.beam = beam
+        self.blank_penalty = blank_penalty
+
+    def initial(self, context_graph: ContextGraph | None = None) -> BeamState:
+        ys = initial_context(self.decoder.context_size)
+        root = context_graph.root if context_graph else None
+        return BeamState({tuple(ys): BeamHyp(ys, 0.0, context_state=root)}, context_graph)
+
+    def decode(self, encoder_out: FloatArray, states: Sequence[BeamState]) -> None:
+        """Advance every stream's paths over ``encoder_out`` (N, T, D) in place."""
+        num_frames = encoder_out.shape[1]
+        vocab = 0
+        for t in range(num_frames):
+            prev = [list(s.hyps.values()) for s in states]
+            flat = [h for hs in prev for h in hs]
+            counts = [len(hs) for hs in prev]
+            if self.decoder.batch_dependent or self.joiner_batch_dependent:
+                logits = self._logits_per_stream(encoder_out[:, t, :], prev)
+            else:
+                dec = self.decoder.get([self.decoder.context_of(h.ys) for h in flat])
+                enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
+                logits = self.joiner(enc, dec)
+            vocab = logits.shape[1]
+            if self.blank_penalty > 0:
+                logits[:, 0] -= self.blank_penalty
+            logp = log_softmax(logits)
+            base = np.asarray([h.log_prob for h in flat], dtype=np.float64)
+            scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
+            start = 0
+            for state, hyps in zip(states, prev, strict=True):
+                block = scores[start : start + len(hyps)].ravel()
+                start += len(hyps)
+                state.hyps = {}
+                graph = state.context_graph
+                for k in topk_desc(block, self.beam):
+                    src = hyps[k // vocab]
+                    token = k % vocab
+                    context_score = 0.0
+                    hyp = BeamHyp(
+                        src.ys, 0.0, src.timestamps, src.context_state, src.num_trailing_blanks
+                    )
+                    if token not in (0, self.unk_id):
+                        hyp.ys = [*src.ys, token]
+                        hyp.timestamps = [*src.timestamps, t + state.frame_offset]
+                        hyp.num_trailing_blanks = 0
+                        if graph is not None and src.context_state is not None:
+                            context_score, hyp.context_state = graph.forward_one_step(
+                                src.context_state, token
+                            )
+                    else:
+                        hyp.num_trailing_blanks += 1
+                    hyp.log_prob = float(block[k]) + context_score
+                    state.add(hyp)
+        for s in states:
+            s.frame_offset += num_frames
+
+    def _logits_per_stream(self, enc_t: FloatArray, prev: list[list[BeamHyp]]) -> FloatArray:
+        """Joiner logits with the decoder and joiner run once per stream over
+        all of its paths, as the reference does for a single stream. Used for
+        dynamically quantized graphs, whose rows depend on their batch."""
+        out = []
+        for i, hyps in enumerate(prev):
+            contexts = [self.decoder.context_of(h.ys) for h in hyps]
+            if self.decoder.batch_dependent:
+                dec = self.decoder.run(*contexts)
+            else:
+                dec = self.decoder.get(contexts)
+            out.append(self.joiner(np.repeat(enc_t[i : i + 1], len(hyps), axis=0), dec))
+        return np.concatenate(out)
+
+    def tokens(self, state: BeamState) -> tuple[list[int], list[int], int]:
+        best = state.best()
+        return best.ys[self.decoder.context_size :], list(best.timestamps), best.num_trailing_blanks
+
+    def reset(self, state: BeamState) -> BeamState:
+        """New segment after an endpoint: keep each path's last tokens as context."""
+        cs = self.decoder.context_size
+        if len(state.best().ys) <= cs:
+            return self.initial(state.context_graph)
+        root = state.context_graph.root if state.context_graph else None
+        new = BeamState({}, state.context_graph)
+        for h in state.hyps.values():
+            new.add(BeamHyp(h.ys[-cs:], h.log_prob, context_state=root))
+        return new

@@ -1,0 +1,91 @@
+"""Batched greedy transducer search.
+
+With ``max_symbols_per_frame=1`` this is the online greedy search of
+sherpa-onnx: blank (id 0) and ``<unk>`` emit nothing, the decoder context
+starts as ``[-1, ..., -1, 0]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.decoding.decoder_cache import DecoderCache
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class GreedyHyp:
+    """Per-stream search state; ``ys`` starts with ``context_size`` padding ids."""
+
+    ys: list[int]
+    timestamps: list[int] = field(default_factory=list)
+    frame_offset: int = 0
+    num_trailing_blanks: int = 0
+
+
+def initial_context(context_size: int) -> list[int]:
+    return [-1] * (context_size - 1) + [0]
+
+
+class GreedySearch:
+    def __init__(
+        self,
+        joiner: Callable[[FloatArray, FloatArray], FloatArray],
+        decoder: DecoderCache,
+        unk_id: int,
+        blank_penalty: float = 0.0,
+        max_symbols_per_frame: int = 1,
+    ) -> None:
+        self.joiner = joiner
+        self.decoder = decoder
+        self.unk_id = unk_id
+        self.blank_penalty = blank_penalty
+        self.max_symbols_per_frame = max_symbols_per_frame
+
+    def initial(self) -> GreedyHyp:
+        return GreedyHyp(ys=initial_context(self.decoder.context_size))
+
+    def decode(self, encoder_out: FloatArray, hyps: Sequence[GreedyHyp]) -> None:
+        """Advance every hyp over ``encoder_out`` (N, T, D) in place."""
+        n, num_frames, _ = encoder_out.shape
+        ctx = self.decoder.context_of
+        dec = self.decoder.get([ctx(h.ys) for h in hyps])
+        for t in range(num_frames):
+            rows = np.arange(n)
+            enc_t = encoder_out[:, t, :]
+            for symbol in range(self.max_symbols_per_frame):
+                logits = self.joiner(np.ascontiguousarray(enc_t[rows]), dec[rows])
+                if self.blank_penalty > 0:
+                    logits[:, 0] -= self.blank_penalty
+                best = logits.argmax(axis=1)
+                emitted: list[int] = []
+                for row, y in zip(rows.tolist(), best.tolist(), strict=True):
+                    h = hyps[row]
+                    if y not in (0, self.unk_id):
+                        h.ys.append(y)
+                        h.timestamps.append(t + h.frame_offset)
+                        h.num_trailing_blanks = 0
+                        emitted.append(row)
+                    elif symbol == 0:
+                        h.num_trailing_blanks += 1
+                if not emitted:
+                    break
+                rows = np.asarray(emitted)
+                dec[rows] = self.decoder.get([ctx(hyps[r].ys) for r in emitted])
+        for h in hyps:
+            h.frame_offset += num_frames
+
+    def tokens(self, hyp: GreedyHyp) -> tuple[list[int], list[int], int]:
+        """(token ids without the context padding, frame timestamps, trailing blanks)."""
+        return hyp.ys[self.decoder.context_size :], list(hyp.timestamps), hyp.num_trailing_blanks
+
+    def reset(self, hyp: GreedyHyp) -> GreedyHyp:
+        """New segment after an endpoint: keep the last tokens as decoder context."""
+        cs = self.decoder.context_size
+        ys = hyp.ys[-cs:] if len(hyp.ys) > cs else initial_context(cs)
+        return GreedyHyp(ys=list(ys))

@@ -1,0 +1,256 @@
+"""The family protocol, generic state batching, and model-directory discovery.
+
+A family turns metadata into geometry (chunk size and shift, state tensor
+shapes) and runs the three transducer graphs. Its per-stream state is a
+list of arrays whose meaning only the family knows; everyone else just
+stacks and unstacks them along each tensor's batch axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.backends.base import BackendOptions, Session
+from asrserve.errors import ModelLoadError
+
+State = list[npt.NDArray[np.generic]]
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One encoder cache tensor: its shape for a single stream and batch axis."""
+
+    name: str
+    shape: tuple[int, ...]
+    batch_axis: int
+    dtype: type[np.generic] = np.float32
+
+    def zeros(self) -> npt.NDArray[np.generic]:
+        return np.zeros(self.shape, dtype=self.dtype)
+
+
+def meta_int(meta: Mapping[str, str], key: str, where: str) -> int:
+    try:
+        return int(meta[key])
+    except KeyError:
+        raise ModelLoadError(f"{where}: metadata key {key!r} is missing") from None
+    except ValueError:
+        raise ModelLoadError(f"{where}: metadata {key}={meta[key]!r} is not an integer") from None
+
+
+def meta_ints(meta: Mapping[str, str], key: str, where: str) -> list[int]:
+    try:
+        return [int(v) for v in meta[key].split(",") if v.strip()]
+    except KeyError:
+        raise ModelLoadError(f"{where}: metadata key {key!r} is missing") from None
+    except ValueError:
+        raise ModelLoadError(
+            f"{where}: metadata {key}={meta[key]!r} is not a list of ints"
+        ) from None
+
+
+class TransducerModel:
+    """Base of every transducer family.
+
+    Call order per chunk: ``stack_states`` → ``run_encoder`` → search
+    (``run_decoder`` / ``run_joiner``) → ``unstack_states``.
+    Subclasses set the geometry and ``state_specs`` in ``__init__``.
+    """
+
+    family: ClassVar[str] = ""
+    subsampling_factor: int = 4
+    blank_id: int = 0
+
+    def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
+        self.encoder = encoder
+        self.decoder = decoder
+        self.joiner = joiner
+        where = f"{decoder.path}"
+        self.context_size = meta_int(decoder.metadata, "context_size", where)
+        self.vocab_size = meta_int(decoder.metadata, "vocab_size", where)
+        self.feature_dim = 80
+        self.chunk_size = 0
+        self.chunk_shift = 0
+        self.state_specs: list[StateSpec] = []
+        self._x_name = encoder.inputs[0].name
+        self._state_names = [i.name for i in encoder.inputs[1:]]
+        self._y_name = decoder.inputs[0].name
+        if len(joiner.inputs) != 2:
+            raise ModelLoadError(
+                f"{joiner.path}: a joiner has 2 inputs, found {len(joiner.inputs)}"
+            )
+        self._enc_name, self._dec_name = (t.name for t in joiner.inputs)
+
+    def _check_states(self) -> None:
+        """Compare ``state_specs`` with the encoder graph; refuse mismatches by name."""
+        where = self.encoder.path
+        if len(self._state_names) != len(self.state_specs):
+            raise ModelLoadError(
+                f"{where}: {self.family} metadata implies {len(self.state_specs)} state inputs, "
+                f"the graph has {len(self._state_names)}"
+            )
+        if len(self.encoder.outputs) != len(self.state_specs) + 1:
+            raise ModelLoadError(
+                f"{where}: expected {len(self.state_specs) + 1} outputs, "
+                f"found {len(self.encoder.outputs)}"
+            )
+        for spec, info in zip(self.state_specs, self.encoder.inputs[1:], strict=True):
+            if len(info.shape) != len(spec.shape):
+                raise ModelLoadError(
+                    f"{where}: state {info.name} has rank {len(info.shape)}, "
+                    f"metadata implies shape {spec.shape}"
+                )
+            for axis, (dim, want) in enumerate(zip(info.shape, spec.shape, strict=True)):
+                if dim is not None and axis != spec.batch_axis and dim != want:
+                    raise ModelLoadError(
+                        f"{where}: state {info.name} dim {axis} is {dim}, metadata implies {want}"
+                    )
+
+    # --- state handling -------------------------------------------------
+    def init_state(self) -> State:
+        return [s.zeros() for s in self.state_specs]
+
+    def stack_states(self, states: Sequence[State]) -> State:
+        if len(states) == 1:
+            return list(states[0])
+        return [
+            np.concatenate([s[i] for s in states], axis=spec.batch_axis)
+            for i, spec in enumerate(self.state_specs)
+        ]
+
+    def unstack_states(self, batched: State) -> list[State]:
+        n = batched[0].shape[self.state_specs[0].batch_axis] if batched else 1
+        if n == 1:
+            return [list(batched)]
+        per = [
+            np.split(t, n, axis=spec.batch_axis)
+            for t, spec in zip(batched, self.state_specs, strict=True)
+        ]
+        return [[p[i] for p in per] for i in range(n)]
+
+    # --- graphs ---------------------------------------------------------
+    def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
+        """``features`` (N, chunk_size, feature_dim) → encoder_out (N, T', D), next states."""
+        feeds: dict[str, npt.NDArray[np.generic]] = {self._x_name: features}
+        feeds.update(zip(self._state_names, states, strict=True))
+        out = self.encoder.run(feeds)
+        return out[0].astype(np.float32, copy=False), out[1:]
+
+    def run_decoder(self, context: npt.NDArray[np.int64]) -> FloatArray:
+        """``context`` (N, context_size) int64 → decoder_out (N, D)."""
+        out = self.decoder.run({self._y_name: context})[0]
+        return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+
+    def run_joiner(self, encoder_out: FloatArray, decoder_out: FloatArray) -> FloatArray:
+        """(N, D) and (N, D) → logits (N, vocab_size)."""
+        out = self.joiner.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
+        return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
+
+
+FAMILIES: dict[str, type[TransducerModel]] = {}
+
+
+def register(name: str) -> Callable[[type[TransducerModel]], type[TransducerModel]]:
+    def deco(cls: type[TransducerModel]) -> type[TransducerModel]:
+        cls.family = name
+        FAMILIES[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths of one transducer model."""
+
+    encoder: Path
+    decoder: Path
+    joiner: Path
+    tokens: Path
+    bpe_model: Path | None = None
+
+
+_PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def _precision_of(path: Path) -> str:
+    name = path.name
+    if name.endswith(".int8.onnx"):
+        return "int8"
+    if name.endswith(".fp16.onnx"):
+        return "fp16"
+    return "fp32"
+
+
+def _pick(model_dir: Path, role: str, precision: str) -> Path:
+    candidates = sorted(model_dir.glob(f"{role}*.onnx"))
+    if not candidates:
+        raise ModelLoadError(f"{model_dir}: no {role}*.onnx file")
+    by_prec: dict[str, list[Path]] = {}
+    for c in candidates:
+        by_prec.setdefault(_precision_of(c), []).append(c)
+    order = ["int8", "fp32", "fp16"] if precision == "auto" else [precision, "fp32"]
+    for prec in order:
+        found = by_prec.get(prec, [])
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise ModelLoadError(f"{model_dir}: several {prec} {role} files ({names}); pass paths")
+    have = ", ".join(c.name for c in candidates)
+    raise ModelLoadError(f"{model_dir}: no {precision} {role} file (found {have})")
+
+
+def find_model_files(model_dir: str | Path, precision: str = "auto") -> ModelFiles:
+    """Locate encoder/decoder/joiner/tokens in a directory.
+
+    ``precision="auto"`` takes the int8 file of a role where one exists
+    (smaller and faster on CPUs), else fp32; an explicit precision falls back
+    to fp32 for roles that have no file of that precision (e.g. decoders are
+    often left unquantized).
+    """
+    if precision not in _PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; expected one of {_PRECISIONS}")
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelLoadError(f"{d}: model directory not found")
+    tokens = d / "tokens.txt"
+    if not tokens.is_file():
+        raise ModelLoadError(f"{d}: tokens.txt not found")
+    bpe = d / "bpe.model"
+    return ModelFiles(
+        encoder=_pick(d, "encoder", precision),
+        decoder=_pick(d, "decoder", precision),
+        joiner=_pick(d, "joiner", precision),
+        tokens=tokens,
+        bpe_model=bpe if bpe.is_file() else None,
+    )
+
+
+def load_transducer(files: ModelFiles, options: BackendOptions | None = None) -> TransducerModel:
+    """Load the three graphs and pick the family from the encoder's ``model_type``."""
+    from asrserve.backends.onnxruntime import OrtSession
+
+    encoder = OrtSession(files.encoder, options)
+    model_type = encoder.metadata.get("model_type", "")
+    if not model_type:
+        raise ModelLoadError(
+            f"{files.encoder}: no 'model_type' in the ONNX metadata; "
+            "is this an icefall/sherpa-onnx streaming transducer export?"
+        )
+    cls = FAMILIES.get(model_type)
+    if cls is None:
+        known = ", ".join(sorted(FAMILIES))
+        raise ModelLoadError(
+            f"{files.encoder}: unsupported model_type {model_type!r} (known: {known})"
+        )
+    decoder = OrtSession(files.decoder, options)
+    joiner = OrtSession(files.joiner, options)
+    return cls(encoder, decoder, joiner)

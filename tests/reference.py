@@ -1,0 +1,69 @@
+"""Run sherpa-onnx (the reference) the way the parity tests compare against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+TAIL_PADDING_S = 0.66
+
+
+def sherpa_recognizer(
+    model_dir: Path,
+    encoder: str,
+    decoder: str,
+    joiner: str,
+    method: str,
+    **kwargs: Any,
+) -> Any:
+    import sherpa_onnx
+
+    return sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(model_dir / "tokens.txt"),
+        encoder=str(model_dir / encoder),
+        decoder=str(model_dir / decoder),
+        joiner=str(model_dir / joiner),
+        num_threads=1,
+        sample_rate=16000,
+        feature_dim=80,
+        decoding_method="modified_beam_search" if method == "modified_beam" else "greedy_search",
+        max_active_paths=4,
+        **kwargs,
+    )
+
+
+def sherpa_decode(
+    rec: Any, samples: npt.NDArray[np.float32], rate: int, piece: int, hotwords: str | None = None
+) -> tuple[list[str], list[float]]:
+    """Feed ``piece`` samples at a time plus tail padding; return tokens and timestamps."""
+    s = rec.create_stream(hotwords) if hotwords else rec.create_stream()
+    for i in range(0, samples.size, piece):
+        s.accept_waveform(rate, samples[i : i + piece])
+        while rec.is_ready(s):
+            rec.decode_stream(s)
+    s.accept_waveform(rate, np.zeros(int(TAIL_PADDING_S * rate), dtype=np.float32))
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_stream(s)
+    r = rec.get_result_all(s)
+    return list(r.tokens), [float(t) for t in r.timestamps]
+
+
+def asrserve_decode(
+    rec: Any,
+    samples: npt.NDArray[np.float32],
+    rate: int,
+    piece: int,
+    hotwords: list[str] | None = None,
+) -> tuple[list[str], list[float]]:
+    s = rec.create_stream(hotwords=hotwords)
+    for i in range(0, samples.size, piece):
+        s.accept_waveform(rate, samples[i : i + piece])
+        rec.decode_stream(s)
+    s.input_finished()
+    rec.decode_stream(s)
+    r = rec.get_result(s)
+    return r.tokens, r.timestamps
