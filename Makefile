@@ -15,7 +15,7 @@ run: setup
 	$(BIN)/asrserve transcribe models/asrserve-tiny-lstm-synth-en/test_wavs/*.wav
 
 test: setup
-	$(BIN)/ruff check asrserve tests benchmarks
+	$(BIN)/ruff check asrserve tests $(wildcard benchmarks)
 	$(BIN)/mypy asrserve
 	$(BIN)/python -m pytest -q
 

@@ -106,7 +106,8 @@ def _render(fmt: str, path: str, result: Any, duration: float) -> str:
     return f"{result.text}\n"
 
 
-def run_transcribe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     from tqdm import tqdm
 
     from asrserve.audio import load_audio
@@ -151,7 +152,8 @@ def run_transcribe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return EXIT_FAILED_INPUT if failed else EXIT_OK
 
 
-def run_models(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     from asrserve import catalog
 
     entries = catalog.load_catalog()

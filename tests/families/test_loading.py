@@ -1,0 +1,82 @@
+"""Model discovery and load errors name the problem."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import asrserve
+from asrserve.errors import ModelLoadError
+from asrserve.families import find_model_files
+from tests.conftest import BUILTIN
+
+
+def _copy_builtin(tmp_path: Path) -> Path:
+    d = tmp_path / "m"
+    shutil.copytree(BUILTIN, d)
+    return d
+
+
+def test_auto_precision_prefers_int8(tiny_lstm_dir: Path) -> None:
+    files = find_model_files(tiny_lstm_dir)
+    assert files.encoder.name == "encoder.int8.onnx"
+    files = find_model_files(tiny_lstm_dir, "fp32")
+    assert files.encoder.name == "encoder.onnx"
+    # no fp16 files: each role falls back to fp32
+    assert find_model_files(tiny_lstm_dir, "fp16").joiner.name == "joiner.onnx"
+
+
+def test_truncated_encoder(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    enc = d / "encoder.int8.onnx"
+    enc.write_bytes(enc.read_bytes()[: enc.stat().st_size // 3])
+    with pytest.raises(ModelLoadError, match=r"encoder\.int8\.onnx"):
+        asrserve.load_model(d)
+
+
+def test_foreign_graph_without_model_type(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    shutil.copy(d / "joiner.int8.onnx", d / "encoder.int8.onnx")
+    with pytest.raises(ModelLoadError, match="model_type"):
+        asrserve.load_model(d)
+
+
+def test_not_onnx_at_all(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    (d / "decoder.onnx").write_text("hello")
+    with pytest.raises(ModelLoadError, match=r"decoder\.onnx"):
+        asrserve.load_model(d)
+
+
+def test_missing_pieces(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    (d / "joiner.int8.onnx").unlink()
+    with pytest.raises(ModelLoadError, match="joiner"):
+        asrserve.load_model(d)
+    with pytest.raises(asrserve.AsrServeError, match="not found"):
+        asrserve.load_model(tmp_path / "nothing-here")
+
+
+def test_ambiguous_files(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    shutil.copy(d / "decoder.onnx", d / "decoder-epoch-99.onnx")
+    with pytest.raises(ModelLoadError, match="several"):
+        asrserve.load_model(d)
+
+
+def test_bad_tokens_file(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    (d / "tokens.txt").write_text("<blk> 0\nthis line is wrong x\n")
+    with pytest.raises(ModelLoadError, match=r"tokens\.txt:2"):
+        asrserve.load_model(d)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(asrserve.ConfigError, match="num_threads"):
+        asrserve.load_model(num_threads=0)
+    with pytest.raises(asrserve.ConfigError, match="beam"):
+        asrserve.load_model(decoding=asrserve.DecodingConfig(method="modified_beam", beam=0))
+    with pytest.raises(asrserve.ConfigError, match="unknown decoding method"):
+        asrserve.load_model(decoding=asrserve.DecodingConfig(method="viterbi"))  # type: ignore[arg-type]
