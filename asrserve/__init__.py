@@ -74,6 +74,16 @@ def resolve_model_dir(path_or_name: str | Path | None) -> Path:
     return resolve_model(str(path_or_name))
 
 
+def _catalog_layout(path_or_name: str | Path | None) -> dict[str, str] | None:
+    """File roles of a catalog model, when it was named by its catalog name."""
+    if path_or_name is None or Path(path_or_name).is_dir():
+        return None
+    from asrserve.catalog import load_catalog
+
+    entry = load_catalog().get(str(path_or_name))
+    return dict(entry.files) if entry is not None else None
+
+
 def load_model(
     path_or_name: str | Path | None = None,
     *,
@@ -86,7 +96,7 @@ def load_model(
 ) -> Recognizer:
     """Load a transducer model directory (or catalog name) into a :class:`Recognizer`."""
     model_dir = resolve_model_dir(path_or_name)
-    files = find_model_files(model_dir, precision)
+    files = find_model_files(model_dir, precision, _catalog_layout(path_or_name))
     model = load_transducer(files, BackendOptions(num_threads=num_threads, provider=provider))
     symbols = SymbolTable.from_file(files.tokens)
     return Recognizer(

@@ -161,9 +161,7 @@ def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.models_command == "list":
         out.write(catalog.format_catalog(entries, models_dir) + "\n")
         return EXIT_OK
-    entry = entries.get(args.name)
-    if entry is None:
-        raise AsrServeError(f"unknown model {args.name!r}; see 'asrserve models list'")
+    entry = catalog.get_entry(args.name, entries)
     path = catalog.pull(entry, models_dir, progress=not args.no_progress, url=args.url)
     out.write(f"{path}\n")
     return EXIT_OK

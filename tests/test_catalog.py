@@ -534,3 +534,59 @@ def test_default_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(catalog, "REPO_MODELS_DIR", tmp_path / "not-a-checkout")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert default_models_dir() == tmp_path / "cache" / "asrserve" / "models"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_cli_pull_then_transcribe_by_name(
+    server: Loopback,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real model archive served on loopback: pull by name, then use the name."""
+    from asrserve import catalog as catalog_module
+    from asrserve.cli import main
+
+    builtin = catalog_module.REPO_MODELS_DIR / catalog_module.BUILTIN_MODEL
+    roles = {
+        "encoder": "encoder.int8.onnx",
+        "decoder": "decoder.onnx",
+        "joiner": "joiner.int8.onnx",
+        "tokens": "tokens.txt",
+    }
+    members = {f"demo-upstream/{f}": (builtin / f).read_bytes() for f in roles.values()}
+    payload = make_tar(members)
+    server.state.files["/demo.tar.bz2"] = payload
+    files = "\n".join(f'{k} = "{v}"' for k, v in roles.items())
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        f"""[[model]]
+name = "demo-lstm"
+family = "lstm"
+backend = "onnx"
+language = "en"
+description = "demo"
+url = "{server.url("/demo.tar.bz2")}"
+archive = "tar.bz2"
+sha256 = "{hashlib.sha256(payload).hexdigest()}"
+size_bytes = {len(payload)}
+streaming = true
+
+[model.files]
+{files}
+"""
+    )
+    models_dir = tmp_path / "models"
+    monkeypatch.setenv("ASRSERVE_CATALOG", str(catalog))
+    monkeypatch.setenv("ASRSERVE_MODELS_DIR", str(models_dir))
+    assert main(["models", "pull", "demo-lstm", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(models_dir / "demo-lstm")
+    wav = str(builtin / "test_wavs" / "synth-0000.wav")
+    assert main(["transcribe", "--model", "demo-lstm", wav]) == 0
+    by_name = capsys.readouterr().out
+    assert main(["transcribe", wav]) == 0
+    assert by_name == capsys.readouterr().out
+    assert main(["models", "pull", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err

@@ -208,13 +208,27 @@ def _pick(model_dir: Path, role: str, precision: str) -> Path:
     raise ModelLoadError(f"{model_dir}: no {precision} {role} file (found {have})")
 
 
-def find_model_files(model_dir: str | Path, precision: str = "auto") -> ModelFiles:
+def _from_layout(d: Path, role: str, precision: str, layout: Mapping[str, str]) -> Path | None:
+    """The file a catalog layout names for ``role`` at ``precision``, if present."""
+    keys = (
+        [f"{role}_int8", role] if precision in ("auto", "int8") else [f"{role}_{precision}", role]
+    )
+    for key in keys:
+        if key in layout and (d / layout[key]).is_file():
+            return d / layout[key]
+    return None
+
+
+def find_model_files(
+    model_dir: str | Path, precision: str = "auto", layout: Mapping[str, str] | None = None
+) -> ModelFiles:
     """Locate encoder/decoder/joiner/tokens in a directory.
 
     ``precision="auto"`` takes the int8 file of a role where one exists
     (smaller and faster on CPUs), else fp32; an explicit precision falls back
     to fp32 for roles that have no file of that precision (e.g. decoders are
-    often left unquantized).
+    often left unquantized). ``layout`` (a catalog entry's role → file map,
+    e.g. ``encoder_int8``) takes precedence over globbing.
     """
     if precision not in _PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}; expected one of {_PRECISIONS}")
@@ -225,10 +239,14 @@ def find_model_files(model_dir: str | Path, precision: str = "auto") -> ModelFil
     if not tokens.is_file():
         raise ModelLoadError(f"{d}: tokens.txt not found")
     bpe = d / "bpe.model"
+    roles = {
+        role: (_from_layout(d, role, precision, layout or {}) or _pick(d, role, precision))
+        for role in ("encoder", "decoder", "joiner")
+    }
     return ModelFiles(
-        encoder=_pick(d, "encoder", precision),
-        decoder=_pick(d, "decoder", precision),
-        joiner=_pick(d, "joiner", precision),
+        encoder=roles["encoder"],
+        decoder=roles["decoder"],
+        joiner=roles["joiner"],
         tokens=tokens,
         bpe_model=bpe if bpe.is_file() else None,
     )

@@ -80,3 +80,15 @@ def test_bad_options() -> None:
         asrserve.load_model(decoding=asrserve.DecodingConfig(method="modified_beam", beam=0))
     with pytest.raises(asrserve.ConfigError, match="unknown decoding method"):
         asrserve.load_model(decoding=asrserve.DecodingConfig(method="viterbi"))  # type: ignore[arg-type]
+
+
+def test_catalog_layout_picks_named_files(tmp_path: Path) -> None:
+    d = _copy_builtin(tmp_path)
+    # two encoders, as in upstream archives with several chunk sizes
+    shutil.copy(d / "encoder.int8.onnx", d / "encoder-chunk-16.int8.onnx")
+    with pytest.raises(ModelLoadError, match="several"):
+        find_model_files(d)
+    layout = {"encoder_int8": "encoder-chunk-16.int8.onnx", "decoder": "decoder.onnx"}
+    files = find_model_files(d, "auto", layout)
+    assert files.encoder.name == "encoder-chunk-16.int8.onnx"
+    assert files.decoder.name == "decoder.onnx"

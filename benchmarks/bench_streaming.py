@@ -1,0 +1,404 @@
+"""Streaming decode speed: asrserve vs sherpa-onnx vs the onnxruntime floor.
+
+For every thread count and batch size N, N streams of the same audio are
+decoded together (all audio fed, ``input_finished``, then batched decode
+calls until nothing is ready) by
+
+1. sherpa-onnx (the reference runtime, greedy search),
+2. asrserve (greedy search, same feeding),
+3. the "floor": only the onnxruntime work any runtime must do — asrserve's
+   ``run_encoder`` over precomputed fbank chunks (states carried, batch
+   stacked once) plus one ``run_joiner`` per output frame with a fixed,
+   precomputed decoder output. No features, no decoder, no search.
+
+One extra row per thread count compares modified beam search (single
+stream, 4 active paths); its floor runs the joiner on ``beam`` rows per frame.
+
+Model loading is outside the timed regions; feature extraction is inside
+(1) and (2). Each cell is the best of ``--repeat`` runs, taken interleaved
+(sherpa, asrserve, floor, sherpa, ...) after one untimed warm-up run each,
+which is also used to check that both runtimes produce the same tokens.
+
+    python benchmarks/bench_streaming.py                 # full default run
+    python benchmarks/bench_streaming.py --quick         # smoke run
+    python benchmarks/bench_streaming.py --model DIR --audio WAV --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import asrserve
+from asrserve.audio import load_audio
+from asrserve.families import find_model_files
+from asrserve.families.base import ModelFiles
+from asrserve.features.kaldi_fbank import KaldiFbank
+
+FloatArray = npt.NDArray[np.float32]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ASRSERVE_SHARED", str(ROOT.parent / "shared")))
+DEFAULT_MODEL = SHARED / "models" / "bench-lstm-random-80m"
+FALLBACK_MODEL = SHARED / "models" / "asrserve-tiny-lstm-synth-en"
+DEFAULT_AUDIO = SHARED / "models" / "test-audio-jfk" / "jfk.wav"
+
+SAMPLE_RATE = 16000
+TAIL_PADDING_S = 0.66  # what tests/reference.py feeds both runtimes
+BEAM = 4
+TARGET_VS_SHERPA = 0.90  # greedy, single stream
+TARGET_VS_FLOOR = 1.10
+
+
+@dataclass
+class Row:
+    model: str
+    method: str
+    threads: int
+    n: int
+    audio_s: float
+    sherpa_s: float
+    asrserve_s: float
+    floor_s: float
+    rtf: float
+    asrserve_vs_sherpa: float
+    asrserve_vs_floor: float
+    tokens_match: bool
+    num_tokens: int
+
+
+# --- runners ------------------------------------------------------------------
+def sherpa_recognizer(files: ModelFiles, threads: int, method: str) -> Any:
+    import sherpa_onnx
+
+    return sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(files.tokens),
+        encoder=str(files.encoder),
+        decoder=str(files.decoder),
+        joiner=str(files.joiner),
+        num_threads=threads,
+        sample_rate=SAMPLE_RATE,
+        feature_dim=80,
+        decoding_method="modified_beam_search" if method == "modified_beam" else "greedy_search",
+        max_active_paths=BEAM,
+    )
+
+
+def run_sherpa(rec: Any, audio: FloatArray, n: int) -> list[list[str]]:
+    """Decode ``n`` streams of ``audio`` together; tokens of every stream."""
+    pad = np.zeros(round(TAIL_PADDING_S * SAMPLE_RATE), dtype=np.float32)
+    streams = [rec.create_stream() for _ in range(n)]
+    for s in streams:
+        s.accept_waveform(SAMPLE_RATE, audio)
+        s.accept_waveform(SAMPLE_RATE, pad)
+        s.input_finished()
+    while ready := [s for s in streams if rec.is_ready(s)]:
+        rec.decode_streams(ready)
+    return [list(rec.get_result_all(s).tokens) for s in streams]
+
+
+def run_asrserve(
+    rec: asrserve.Recognizer,
+    audio: FloatArray,
+    n: int,
+    decoding: asrserve.DecodingConfig,
+) -> list[list[str]]:
+    streams = [rec.create_stream(decoding=decoding) for _ in range(n)]
+    for s in streams:
+        s.accept_waveform(SAMPLE_RATE, audio)
+        s.input_finished()  # adds rec.tail_padding_s (= TAIL_PADDING_S) of zeros
+    while rec.decode_streams(streams):
+        pass
+    return [list(rec.get_result(s).tokens) for s in streams]
+
+
+@dataclass
+class FloorInputs:
+    chunks: list[FloatArray]  # each (N, chunk_size, feature_dim), C-contiguous
+    decoder_out: FloatArray  # (N * rows_per_stream, D)
+    rows_per_stream: int
+
+
+def floor_inputs(
+    rec: asrserve.Recognizer, audio: FloatArray, n: int, rows_per_stream: int
+) -> FloorInputs:
+    """Fbank chunks exactly as asrserve's streams see them, and a fixed decoder output."""
+    m = rec.model
+    fb = KaldiFbank(rec.feature_config)
+    fb.accept_waveform(audio)
+    fb.accept_waveform(np.zeros(round(rec.tail_padding_s * SAMPLE_RATE), dtype=np.float32))
+    fb.input_finished()
+    chunks = []
+    start = 0
+    while start + m.chunk_size < fb.num_frames_ready:  # Recognizer.is_ready
+        one = fb.get_frames(start, m.chunk_size)
+        chunks.append(np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape))))
+        start += m.chunk_shift
+    ctx = np.asarray([[-1] * (m.context_size - 1) + [0]], dtype=np.int64)
+    dec = m.run_decoder(ctx)
+    rows = n * rows_per_stream
+    return FloorInputs(chunks, np.ascontiguousarray(np.repeat(dec, rows, axis=0)), rows_per_stream)
+
+
+def run_floor(rec: asrserve.Recognizer, inp: FloorInputs) -> int:
+    """Encoder over all chunks plus one joiner call per output frame; returns frames."""
+    m = rec.model
+    n = inp.chunks[0].shape[0]
+    states = m.stack_states([m.init_state() for _ in range(n)])
+    dec = inp.decoder_out
+    r = inp.rows_per_stream
+    frames = 0
+    for feats in inp.chunks:
+        enc, states = m.run_encoder(feats, states)
+        for t in range(enc.shape[1]):
+            enc_t = enc[:, t, :]
+            if r > 1:
+                enc_t = np.repeat(enc_t, r, axis=0)
+            m.run_joiner(np.ascontiguousarray(enc_t), dec)
+            frames += 1
+    return frames
+
+
+def timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --- one cell -----------------------------------------------------------------
+def measure(
+    label: str,
+    method: str,
+    threads: int,
+    n: int,
+    audio: FloatArray,
+    sherpa: Any,
+    ours: asrserve.Recognizer,
+    repeat: int,
+) -> Row:
+    decoding = asrserve.DecodingConfig(method=method, beam=BEAM)  # type: ignore[arg-type]
+    inp = floor_inputs(ours, audio, n, BEAM if method == "modified_beam" else 1)
+    # warm-up (untimed): lets onnxruntime size its buffers; also the parity check
+    want = run_sherpa(sherpa, audio, n)
+    got = run_asrserve(ours, audio, n, decoding)
+    run_floor(ours, inp)
+    best = [float("inf")] * 3
+    for _ in range(repeat):
+        runs = (
+            lambda: run_sherpa(sherpa, audio, n),
+            lambda: run_asrserve(ours, audio, n, decoding),
+            lambda: run_floor(ours, inp),
+        )
+        for i, fn in enumerate(runs):
+            best[i] = min(best[i], timed(fn))
+    sherpa_s, ours_s, floor_s = best
+    audio_s = audio.size / SAMPLE_RATE
+    return Row(
+        model=label,
+        method=method,
+        threads=threads,
+        n=n,
+        audio_s=round(audio_s, 3),
+        sherpa_s=sherpa_s,
+        asrserve_s=ours_s,
+        floor_s=floor_s,
+        rtf=ours_s / (n * audio_s),
+        asrserve_vs_sherpa=ours_s / sherpa_s,
+        asrserve_vs_floor=ours_s / floor_s,
+        tokens_match=got == want and all(g == want[0] for g in got),
+        num_tokens=len(want[0]),
+    )
+
+
+# --- output -------------------------------------------------------------------
+_COLUMNS = (
+    ("model", 28),
+    ("method", 7),
+    ("thr", 3),
+    ("N", 3),
+    ("sherpa s", 9),
+    ("asrserve s", 10),
+    ("floor s", 9),
+    ("RTF", 7),
+    ("asr/sherpa", 10),
+    ("asr/floor", 9),
+    ("tokens", 10),
+)
+
+
+def header() -> str:
+    return "  ".join(
+        f"{name:>{w}}" if i > 1 else f"{name:<{w}}" for i, (name, w) in enumerate(_COLUMNS)
+    )
+
+
+def format_row(r: Row) -> str:
+    cells = [
+        r.model[-28:],
+        "greedy" if r.method == "greedy" else f"beam{BEAM}",
+        str(r.threads),
+        str(r.n),
+        f"{r.sherpa_s:.3f}",
+        f"{r.asrserve_s:.3f}",
+        f"{r.floor_s:.3f}",
+        f"{r.rtf:.4f}",
+        f"{r.asrserve_vs_sherpa:.2f}",
+        f"{r.asrserve_vs_floor:.2f}",
+        f"ok ({r.num_tokens})" if r.tokens_match else "WARN diff",
+    ]
+    return "  ".join(
+        f"{c:>{w}}" if i > 1 else f"{c:<{w}}"
+        for i, (c, (_, w)) in enumerate(zip(cells, _COLUMNS, strict=True))
+    )
+
+
+def target_notes(rows: Sequence[Row]) -> list[str]:
+    notes = []
+    for r in rows:
+        if r.method == "greedy" and r.n == 1 and r.asrserve_vs_sherpa > TARGET_VS_SHERPA:
+            notes.append(
+                f"MISS threads={r.threads} N=1 greedy: asrserve/sherpa {r.asrserve_vs_sherpa:.2f}"
+                f" > {TARGET_VS_SHERPA}"
+            )
+        if r.method == "greedy" and r.asrserve_vs_floor > TARGET_VS_FLOOR:
+            notes.append(
+                f"MISS threads={r.threads} N={r.n} greedy: asrserve/floor "
+                f"{r.asrserve_vs_floor:.2f} > {TARGET_VS_FLOOR}"
+            )
+    return notes
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+    import sherpa_onnx
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "asrserve": asrserve.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "sherpa_onnx": getattr(sherpa_onnx, "__version__", "?"),
+        "numpy": np.__version__,
+    }
+
+
+# --- main ---------------------------------------------------------------------
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--model", type=Path, default=None, help=f"model dir (default {DEFAULT_MODEL})")
+    p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="wav file (any rate)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument("--threads", type=int_list, default=[1, 2], help="e.g. 1,2")
+    p.add_argument("--batches", type=int_list, default=[1, 4, 16], help="e.g. 1,4,16")
+    p.add_argument("--repeat", type=int, default=3, help="best of this many runs per cell")
+    p.add_argument("--no-beam", action="store_true", help="skip the modified beam search rows")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--quick", action="store_true", help="threads 1, batches 1,4, repeat 1")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.threads, args.batches, args.repeat = [1], [1, 4], 1
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    if args.model is None:
+        args.model = DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else FALLBACK_MODEL
+    if not args.model.is_dir():
+        p.error(f"model directory not found: {args.model} (set ASRSERVE_SHARED?)")
+    if not args.audio.is_file():
+        p.error(f"audio file not found: {args.audio}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    files = find_model_files(args.model, args.precision)
+    audio = load_audio(args.audio, SAMPLE_RATE)
+    label = args.model.name
+    env = environment()
+    print(
+        f"# model {args.model} [{files.encoder.name}, {files.decoder.name}, {files.joiner.name}]\n"
+        f"# audio {args.audio} ({audio.size / SAMPLE_RATE:.2f} s), tail padding "
+        f"{TAIL_PADDING_S} s, best of {args.repeat}\n"
+        f"# onnxruntime {env['onnxruntime']} (asrserve, floor); sherpa-onnx {env['sherpa_onnx']} "
+        f"(bundles its own onnxruntime); {env['cpu_count']} CPUs\n"
+        f"# targets: asrserve/sherpa <= {TARGET_VS_SHERPA} (greedy, N=1); "
+        f"asrserve/floor <= {TARGET_VS_FLOOR}\n"
+        f"# RTF = asrserve s / (N x audio s); floor = run_encoder + 1 run_joiner per frame",
+        flush=True,
+    )
+    print(header(), flush=True)
+    rows: list[Row] = []
+    for threads in args.threads:
+        ours = asrserve.load_model(
+            args.model,
+            num_threads=threads,
+            precision=args.precision,
+            decoding=asrserve.DecodingConfig(method="greedy"),
+            tail_padding_s=TAIL_PADDING_S,
+        )
+        greedy = sherpa_recognizer(files, threads, "greedy")
+        for n in args.batches:
+            row = measure(label, "greedy", threads, n, audio, greedy, ours, args.repeat)
+            rows.append(row)
+            print(format_row(row), flush=True)
+        del greedy
+        if not args.no_beam:
+            beam = sherpa_recognizer(files, threads, "modified_beam")
+            row = measure(label, "modified_beam", threads, 1, audio, beam, ours, args.repeat)
+            rows.append(row)
+            print(format_row(row), flush=True)
+            del beam
+    notes = target_notes(rows)
+    for line in notes or ["# all targets met"]:
+        print(line if line.startswith("#") else f"# {line}")
+    if any(not r.tokens_match for r in rows):
+        print("# WARN: asrserve and sherpa-onnx tokens differ in some cells (see 'tokens')")
+    if args.json is not None:
+        payload = {
+            "model": str(args.model),
+            "files": {k: str(v) for k, v in asdict(files).items()},
+            "audio": str(args.audio),
+            "audio_s": audio.size / SAMPLE_RATE,
+            "tail_padding_s": TAIL_PADDING_S,
+            "repeat": args.repeat,
+            "targets": {
+                "asrserve_vs_sherpa": TARGET_VS_SHERPA,
+                "asrserve_vs_floor": TARGET_VS_FLOOR,
+            },
+            "environment": env,
+            "rows": [asdict(r) for r in rows],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"# wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
