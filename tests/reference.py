@@ -67,3 +67,23 @@ def asrserve_decode(
     rec.decode_stream(s)
     r = rec.get_result(s)
     return r.tokens, r.timestamps
+
+
+def asrserve_decode_batched(
+    rec: Any, audio: list[tuple[npt.NDArray[np.float32], int]]
+) -> tuple[list[tuple[list[str], list[float]]], list[int]]:
+    """Decode all clips together, fed unevenly so the batch changes from chunk
+    to chunk; return (tokens, timestamps) per clip and the batch sizes seen."""
+    streams = [rec.create_stream() for _ in audio]
+    for i, ((x, sr), s) in enumerate(zip(audio, streams, strict=True)):
+        s.accept_waveform(sr, x[: (i + 1) * 4000])
+    batch_sizes = []
+    while n := rec.decode_streams(streams):
+        batch_sizes.append(n)
+    for i, ((x, sr), s) in enumerate(zip(audio, streams, strict=True)):
+        s.accept_waveform(sr, x[(i + 1) * 4000 :])
+        s.input_finished()
+    while n := rec.decode_streams(streams):
+        batch_sizes.append(n)
+    results = [rec.get_result(s) for s in streams]
+    return [(r.tokens, r.timestamps) for r in results], batch_sizes

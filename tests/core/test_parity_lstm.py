@@ -9,7 +9,13 @@ import pytest
 
 import asrserve
 from tests.conftest import read_wav
-from tests.reference import TAIL_PADDING_S, asrserve_decode, sherpa_decode, sherpa_recognizer
+from tests.reference import (
+    TAIL_PADDING_S,
+    asrserve_decode,
+    asrserve_decode_batched,
+    sherpa_decode,
+    sherpa_recognizer,
+)
 
 FILES = {
     "fp32": ("encoder.onnx", "decoder.onnx", "joiner.onnx"),
@@ -74,20 +80,8 @@ def test_batched_streams_equal_single(
     ours = _ours(tiny_lstm_dir, "fp32", method)
     audio = [read_wav(w) for w in tiny_wavs[:8]]
     alone = [asrserve_decode(ours, x, sr, 1600) for x, sr in audio]
-    streams = [ours.create_stream() for _ in audio]
-    # feed unevenly so the batch composition changes from chunk to chunk
-    for i, ((x, sr), s) in enumerate(zip(audio, streams, strict=True)):
-        s.accept_waveform(sr, x[: (i + 1) * 4000])
-    while ours.decode_streams(streams):
-        pass
-    for i, ((x, sr), s) in enumerate(zip(audio, streams, strict=True)):
-        s.accept_waveform(sr, x[(i + 1) * 4000 :])
-        s.input_finished()
-    batch_sizes = []
-    while n := ours.decode_streams(streams):
-        batch_sizes.append(n)
-    assert max(batch_sizes) == len(streams)
-    together = [(ours.get_result(s).tokens, ours.get_result(s).timestamps) for s in streams]
+    together, batch_sizes = asrserve_decode_batched(ours, audio)
+    assert max(batch_sizes) == len(audio)
     assert together == alone
 
 
