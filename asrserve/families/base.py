@@ -9,7 +9,7 @@ stacks and unstacks them along each tensor's batch axis.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -269,6 +269,9 @@ def load_transducer(files: ModelFiles, options: BackendOptions | None = None) ->
         raise ModelLoadError(
             f"{files.encoder}: unsupported model_type {model_type!r} (known: {known})"
         )
-    decoder = OrtSession(files.decoder, options)
-    joiner = OrtSession(files.joiner, options)
+    # The decoder and joiner run on a few rows per frame: a thread pool costs
+    # more in wake-ups (and steals the core from Python) than it gains.
+    small = replace(options or BackendOptions(), num_threads=1)
+    decoder = OrtSession(files.decoder, small)
+    joiner = OrtSession(files.joiner, small)
     return cls(encoder, decoder, joiner)
