@@ -12,8 +12,11 @@ COPY models ./models
 RUN pip install --no-cache-dir -e .
 
 EXPOSE 6006
-# `asrserve serve` (the WebSocket server, port 6006) becomes the default
-# command when it lands; today the image transcribes files:
+# Default: the WebSocket server on port 6006 with the built-in demo model.
+#   docker run -p 6006:6006 asrserve                       # serve
+#   docker run -p 6006:6006 -v "$PWD/m:/m" asrserve serve --host 0.0.0.0 --model /m
 #   docker run -v "$PWD:/data" asrserve transcribe /data/clip.wav
+HEALTHCHECK --interval=30s --timeout=3s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6006/healthz')"
 ENTRYPOINT ["asrserve"]
-CMD ["--help"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "6006"]

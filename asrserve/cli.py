@@ -1,4 +1,4 @@
-"""Command line: ``asrserve transcribe | models``.
+"""Command line: ``asrserve transcribe | serve | client | mic | models``.
 
 Each subcommand is split into argument parsing and a ``run_*`` function
 that returns the exit code, so tests call them without a subprocess.
@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
+    from asrserve.clients.commands import add_parsers
+
+    add_parsers(sub)
+
+    sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
+    _add_model_args(sv)
+    _add_server_args(sv)
+
     m = sub.add_parser("models", help="list or download known models")
     msub = m.add_subparsers(dest="models_command", required=True)
     ml = msub.add_parser("list", help="show the catalog")
@@ -61,6 +69,71 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--url", default=None, help="override the download URL (mirrors)")
     mp.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    from asrserve.config import ServerConfig
+
+    d = ServerConfig()
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument(
+        "--sample-rate", type=int, default=d.sample_rate, help="rate clients send by default"
+    )
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms)
+    p.add_argument("--max-connections", type=int, default=d.max_connections)
+    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
+    p.add_argument(
+        "--max-backlog-s",
+        type=float,
+        default=d.max_backlog_s,
+        help="undecoded seconds per stream before its reads pause",
+    )
+    p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
+    p.add_argument("--max-session-s", type=float, default=d.max_session_s)
+    p.add_argument("--no-endpoint", action="store_true", help="never end segments by silence")
+    p.add_argument("--rule1-min-trailing-silence", type=float, default=2.4)
+    p.add_argument("--rule2-min-trailing-silence", type=float, default=1.2)
+    p.add_argument("--rule3-min-utterance-length", type=float, default=20.0)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asrserve
+    from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
+    from asrserve.server.app import run_server
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        sample_rate=args.sample_rate,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_connections=args.max_connections,
+        max_message_bytes=args.max_message_bytes,
+        max_backlog_s=args.max_backlog_s,
+        idle_timeout_s=args.idle_timeout_s,
+        max_session_s=args.max_session_s,
+    ).validate()
+    endpoint = EndpointConfig(
+        enabled=not args.no_endpoint,
+        rule1=EndpointRule(False, args.rule1_min_trailing_silence, 0.0),
+        rule2=EndpointRule(True, args.rule2_min_trailing_silence, 0.0),
+        rule3=EndpointRule(False, 0.0, args.rule3_min_utterance_length),
+    )
+    recognizer = asrserve.load_model(
+        args.model,
+        provider=args.provider,
+        num_threads=args.num_threads,
+        precision=args.precision,
+        decoding=_decoding_config(args),
+        endpoint=endpoint,
+    )
+    logging.getLogger("asrserve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    asyncio.run(run_server(recognizer, config))
+    return EXIT_OK
 
 
 def _decoding_config(args: argparse.Namespace) -> Any:
@@ -172,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
         return run_transcribe(args)
     if args.command == "models":
         return run_models(args)
+    if args.command == "serve":
+        return run_serve(args)
+    if args.command in ("client", "mic"):
+        code: int = args.func(args)
+        return code
     raise AssertionError(args.command)
 
 

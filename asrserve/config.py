@@ -131,3 +131,34 @@ def from_mapping(cls: type[Any], values: dict[str, Any], what: str) -> Any:
             f"unknown {what} option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
         )
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``asrserve serve`` settings; every limit answers clients by name."""
+
+    host: str = "127.0.0.1"
+    port: int = 6006
+    sample_rate: int = 16000  # what clients send unless they say otherwise
+    max_batch_size: int = 32
+    max_wait_ms: float = 10.0
+    max_connections: int = 64
+    max_message_bytes: int = 1 << 20
+    max_backlog_s: float = 10.0  # undecoded audio per stream before reads pause
+    idle_timeout_s: float = 30.0
+    max_session_s: float = 3600.0
+    shutdown_timeout_s: float = 10.0
+
+    def validate(self) -> ServerConfig:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        positive = ("sample_rate", "max_batch_size", "max_connections", "max_message_bytes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_backlog_s", "idle_timeout_s", "max_session_s", "shutdown_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        return self

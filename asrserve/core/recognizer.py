@@ -85,9 +85,11 @@ class Recognizer:
         self,
         hotwords: Sequence[str] | None = None,
         decoding: DecodingConfig | None = None,
+        endpoint: EndpointConfig | None = None,
     ) -> Stream:
         """A new stream; ``hotwords`` are phrases (optionally ``"PHRASE :score"``)
-        boosted by modified beam search."""
+        boosted by modified beam search; ``decoding`` and ``endpoint`` override
+        the recognizer's defaults for this stream."""
         cfg = (decoding or self.decoding).validate()
         phrases = list(hotwords if hotwords is not None else cfg.hotwords)
         search = self._search(cfg)
@@ -97,13 +99,15 @@ class Recognizer:
         state = (
             search.initial(graph) if isinstance(search, ModifiedBeamSearch) else search.initial()
         )
-        return Stream(
+        stream = Stream(
             KaldiFbank(self.feature_config),
             self.model.init_state(),
             state,
             cfg,
             self.tail_padding_s,
         )
+        stream.endpoint = (endpoint or self.endpoint).validate()
+        return stream
 
     def is_ready(self, stream: Stream) -> bool:
         chunk = self.model.chunk_size
@@ -162,12 +166,13 @@ class Recognizer:
         )
 
     def is_endpoint(self, stream: Stream) -> bool:
-        if not self.endpoint.enabled:
+        rules = stream.endpoint or self.endpoint
+        if not rules.enabled:
             return False
         _, _, trailing_blanks = self._best(stream)
         frames = stream.num_processed_frames - stream.segment_start_frame
         trailing = trailing_blanks * self.model.subsampling_factor * self.frame_shift_s
-        return self.endpoint.is_endpoint(trailing, frames * self.frame_shift_s)
+        return rules.is_endpoint(trailing, frames * self.frame_shift_s)
 
     def reset(self, stream: Stream) -> None:
         """Start a new segment: search restarts, encoder cache and audio clock go on."""

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.audio import StreamResampler, to_float32
-from asrserve.config import DecodingConfig
+from asrserve.config import DecodingConfig, EndpointConfig
 from asrserve.errors import AudioFormatError
 from asrserve.features.kaldi_fbank import KaldiFbank
 
@@ -40,6 +40,7 @@ class Stream:
         self.segment = 0
         self.segment_start_frame = 0
         self.num_samples = 0  # at the model rate, tail padding excluded
+        self.endpoint: EndpointConfig | None = None  # None: the recognizer's rules
         self._input_rate: int | None = None
         self._resampler: StreamResampler | None = None
 

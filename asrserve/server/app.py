@@ -1,0 +1,324 @@
+"""The asyncio WebSocket server: sockets ↔ :mod:`protocol` ↔ :mod:`scheduler`.
+
+This is the only asyncio module. One decode thread runs the scheduler; the
+event loop only moves frames, wakes the scheduler and answers HTTP probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from asrserve.config import ServerConfig
+from asrserve.core.recognizer import Recognizer
+from asrserve.errors import ConfigError
+from asrserve.server.metrics import Metrics
+from asrserve.server.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    Audio,
+    Close,
+    Command,
+    Dialect,
+    Flush,
+    Send,
+    SendError,
+    Session,
+    SessionConfig,
+    Start,
+    Stop,
+)
+from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
+
+log = logging.getLogger("asrserve.server")
+
+_SHERPA_CLOSE_WAIT_S = 5.0
+
+
+class _Connection:
+    """One client: its protocol session, stream slot and outgoing queue."""
+
+    def __init__(self, ws: ServerConnection, session: Session) -> None:
+        self.ws = ws
+        self.session = session
+        self.slot: StreamSlot | None = None
+        self.outbox: asyncio.Queue[Send | Close] = asyncio.Queue()
+        self.drained = asyncio.Event()
+        self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
+
+
+class AsrServer:
+    """``async with AsrServer(recognizer, config) as server: await server.wait()``."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        config: ServerConfig | None = None,
+        defaults: SessionConfig | None = None,
+    ) -> None:
+        self.config = (config or ServerConfig()).validate()
+        self.recognizer = recognizer
+        self.defaults = defaults or SessionConfig(
+            sample_rate=self.config.sample_rate,
+            decoding=recognizer.decoding,
+            hotwords=recognizer.decoding.hotwords,
+            endpoint=recognizer.endpoint,
+        )
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(recognizer, self.config.max_batch_size, self.metrics)
+        self._conns: dict[int, _Connection] = {}  # by id(slot) once started
+        self._open: set[_Connection] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="asrserve-decode")
+        self._server: Server | None = None
+        self._decoder_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+    async def start(self) -> None:
+        c = self.config
+        self._server = await serve(
+            self._handle,
+            c.host,
+            c.port,
+            process_request=self._process_request,
+            max_size=c.max_message_bytes,
+            max_queue=4,
+            compression=None,
+        )
+        self._decoder_task = asyncio.create_task(self._decode_loop())
+        log.info("listening on ws://%s:%d", c.host, self.port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aenter__(self) -> AsrServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finish every open stream (finals sent), close 1001."""
+        if self._server is None or self._stopping:
+            return
+        self._stopping = True
+        self._server.close(close_connections=False)
+        for conn in list(self._open):
+            conn.end_code = (CLOSE_GOING_AWAY, "server shutting down")
+            if conn.slot is None:
+                await conn.outbox.put(Close(CLOSE_GOING_AWAY, "server shutting down"))
+            else:
+                conn.slot.stop()
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.shutdown_timeout_s):
+                while self._open:
+                    await asyncio.sleep(0.02)
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        if self._decoder_task is not None:
+            self._decoder_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._decoder_task
+        self._executor.shutdown(wait=True)
+
+    # --- HTTP probes and admission -------------------------------------------
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            status = HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else HTTPStatus.OK
+            return ws.respond(status, "shutting down\n" if self._stopping else "ok\n")
+        if path == "/metrics":
+            resp = ws.respond(HTTPStatus.OK, self.metrics.render())
+            resp.headers["Content-Type"] = "text/plain; version=0.0.4"
+            return resp
+        if self._stopping:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "server is shutting down\n")
+        if len(self._open) >= self.config.max_connections:
+            self.metrics.rejected_total += 1
+            n = self.config.max_connections
+            return ws.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE, f"server is full: {n} of {n} streams active\n"
+            )
+        return None
+
+    # --- one connection -------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws, Session(self.defaults, self.recognizer.feature_config.sample_rate))
+        self._open.add(conn)
+        self.metrics.active_streams = len(self._open)
+        self.metrics.connections_total += 1
+        sender = asyncio.create_task(self._send_loop(conn))
+        try:
+            await self._receive_loop(conn)
+            await sender
+        finally:
+            sender.cancel()
+            if conn.slot is not None and not conn.slot.done:
+                conn.slot.abandoned = True  # client vanished: drop, answer nobody
+                self._wake.set()
+            if conn.slot is not None:
+                self._conns.pop(id(conn.slot), None)
+            self._open.discard(conn)
+            self.metrics.active_streams = len(self._open)
+
+    async def _receive_loop(self, conn: _Connection) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + c.max_session_s
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(min(c.idle_timeout_s, max(remaining, 0))):
+                    frame = await conn.ws.recv()
+            except TimeoutError:
+                expired = loop.time() >= deadline
+                reason = (
+                    f"session longer than {c.max_session_s:g} s"
+                    if expired
+                    else f"no message for {c.idle_timeout_s:g} s"
+                )
+                await self._end_on_limit(conn, reason)
+                # keep reading so the client's close is seen; no more input is taken
+                deadline = float("inf")
+                continue
+            except ConnectionClosed:
+                return
+            for cmd in conn.session.receive(frame):
+                await self._apply(conn, cmd)
+            slot = conn.slot
+            while slot is not None and self._backlogged(slot):
+                # backpressure: stop reading until the decoder catches up
+                conn.drained.clear()
+                await conn.drained.wait()
+
+    async def _end_on_limit(self, conn: _Connection, reason: str) -> None:
+        self.metrics.count_error("limit")
+        if conn.end_code is not None:
+            return
+        conn.end_code = (CLOSE_POLICY, reason)
+        if conn.session.dialect is Dialect.ASRSERVE:
+            await conn.outbox.put(conn.session.error_message("limit", f"{reason}; input ended"))
+        if conn.slot is None:
+            await conn.outbox.put(Close(CLOSE_POLICY, reason))
+        else:
+            conn.session.stop_input()
+            conn.slot.stop()
+            self._wake.set()
+
+    async def _apply(self, conn: _Connection, cmd: Command) -> None:
+        if isinstance(cmd, Start):
+            conn.slot = StreamSlot(cmd.config)
+            self._conns[id(conn.slot)] = conn
+            self.scheduler.add(conn.slot)
+        elif isinstance(cmd, Send | Close):
+            if isinstance(cmd, SendError):
+                self.metrics.count_error(cmd.code)
+            await conn.outbox.put(cmd)
+            return
+        elif conn.slot is not None:
+            if isinstance(cmd, Audio):
+                conn.slot.push(cmd.samples)
+            elif isinstance(cmd, Flush):
+                conn.slot.flush()
+            elif isinstance(cmd, Stop):
+                conn.slot.stop()
+        self._wake.set()
+
+    async def _send_loop(self, conn: _Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                cmd = await conn.outbox.get()
+                if isinstance(cmd, Send):
+                    await ws.send(cmd.data)
+                    if cmd.data == "Done!":  # sherpa dialect: the client closes
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(_SHERPA_CLOSE_WAIT_S):
+                                await ws.wait_closed()
+                        await ws.close(*(conn.end_code or (1000, "end of input")))
+                        return
+                else:
+                    code, reason = cmd.code, cmd.reason
+                    if conn.end_code is not None and code == 1000:
+                        code, reason = conn.end_code
+                    await ws.close(code, reason)
+                    return
+        except ConnectionClosed:
+            return
+
+    # --- the decode loop --------------------------------------------------------
+    async def _decode_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait_s = self.config.max_wait_ms / 1000.0
+        more = False
+        while True:
+            if not more:
+                await self._wake.wait()
+                self._wake.clear()
+                if wait_s:
+                    await asyncio.sleep(wait_s)  # let other streams' chunks join the batch
+            try:
+                results, more = await loop.run_in_executor(self._executor, self.scheduler.step)
+            except Exception:
+                log.exception("scheduler step failed")
+                more = False
+                continue
+            for slot, outcomes in results:
+                conn = self._conns.get(id(slot))
+                if conn is not None:
+                    self._deliver(conn, outcomes)
+            for conn in self._open:
+                if conn.slot is None or not self._backlogged(conn.slot):
+                    conn.drained.set()
+
+    def _backlogged(self, slot: StreamSlot) -> bool:
+        return slot.pending_s + slot.backlog_s > self.config.max_backlog_s
+
+    def _deliver(self, conn: _Connection, outcomes: list[Outcome]) -> None:
+        session = conn.session
+        for o in outcomes:
+            cmds: list[Command]
+            if o.kind == "error" and o.error is not None:
+                cmds = session.error(o.error)
+                for cmd in cmds:
+                    if isinstance(cmd, SendError):
+                        self.metrics.count_error(cmd.code)
+                if o.fatal:
+                    code = CLOSE_UNSUPPORTED if isinstance(o.error, ConfigError) else CLOSE_INTERNAL
+                    cmds.append(Close(code, str(o.error)[:120]))
+            elif o.kind == "eof":
+                cmds = session.eof(o.duration)
+            elif o.result is not None:
+                cmds = session.result(o.result, o.end_time, final=o.kind == "final", eof=o.last)
+            else:
+                cmds = []
+            for cmd in cmds:
+                if isinstance(cmd, Send | Close):
+                    conn.outbox.put_nowait(cmd)
+
+
+async def run_server(recognizer: Recognizer, config: ServerConfig) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsrServer(recognizer, config):
+        await stop.wait()
+        log.info("shutting down: finishing open streams")

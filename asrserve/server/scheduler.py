@@ -1,0 +1,220 @@
+"""Cross-stream batching: one decode thread advances every ready stream.
+
+The event loop only hands audio and commands to a :class:`StreamSlot`
+(under its lock); :meth:`Scheduler.step`, run in the decode thread, moves
+them into the core, makes one batched ``decode_streams`` call per
+``max_batch_size`` ready streams and returns what each session should hear.
+The core's objects are touched by the decode thread alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.core.events import Result
+from asrserve.core.recognizer import Recognizer
+from asrserve.core.stream import Stream
+from asrserve.errors import AsrServeError
+from asrserve.server.metrics import Metrics
+from asrserve.server.protocol import SessionConfig
+
+log = logging.getLogger("asrserve.server")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Something a session must tell its client."""
+
+    kind: Literal["partial", "final", "eof", "error"]
+    result: Result | None = None
+    end_time: float = 0.0
+    last: bool = False  # a final that ends the stream
+    duration: float = 0.0
+    error: AsrServeError | None = None
+    fatal: bool = False  # the stream is dropped after this error
+
+
+_FLUSH = "flush"
+_STOP = "stop"
+
+
+class StreamSlot:
+    """A session's stream as the scheduler sees it.
+
+    The event loop appends audio and commands in arrival order; the decode
+    thread takes them. A flush holds back what came after it until every
+    chunk before it is decoded and the segment is final.
+    """
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.stream: Stream | None = None  # created by the decode thread
+        self._lock = threading.Lock()
+        self._pending: list[npt.NDArray[np.float32] | str] = []
+        self._pending_samples = 0
+        self.flushing = False  # decode thread: a flush waits for its chunks
+        self.abandoned = False  # client gone: drop without answering
+        self.done = False
+        self.backlog_s = 0.0  # audio accepted but not yet decoded, set by step()
+
+    @property
+    def pending_s(self) -> float:
+        return self._pending_samples / self.config.sample_rate
+
+    def push(self, samples: npt.NDArray[np.float32]) -> None:
+        with self._lock:
+            self._pending.append(samples)
+            self._pending_samples += samples.size
+
+    def flush(self) -> None:
+        with self._lock:
+            self._pending.append(_FLUSH)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._pending.append(_STOP)
+
+    def take(self) -> list[npt.NDArray[np.float32] | str]:
+        """Everything pending up to and including the first flush."""
+        with self._lock:
+            flushes = (i for i, x in enumerate(self._pending) if isinstance(x, str) and x == _FLUSH)
+            n = next(flushes, len(self._pending) - 1) + 1
+            items, self._pending = self._pending[:n], self._pending[n:]
+            self._pending_samples -= sum(x.size for x in items if not isinstance(x, str))
+            return items
+
+
+class Scheduler:
+    """Owns the recognizer and the list of live slots (decode thread only,
+    apart from :meth:`add`)."""
+
+    def __init__(self, recognizer: Recognizer, max_batch_size: int, metrics: Metrics) -> None:
+        self.recognizer = recognizer
+        self.max_batch_size = max_batch_size
+        self.metrics = metrics
+        self._slots: list[StreamSlot] = []
+        self._new: list[StreamSlot] = []
+        self._lock = threading.Lock()
+
+    def add(self, slot: StreamSlot) -> None:
+        with self._lock:
+            self._new.append(slot)
+
+    def step(self) -> tuple[list[tuple[StreamSlot, list[Outcome]]], bool]:
+        """Advance every stream by at most one chunk.
+
+        Returns the outcomes per slot and whether more work is ready now.
+        """
+        with self._lock:
+            self._slots += self._new
+            self._new = []
+        rec = self.recognizer
+        outcomes: dict[int, list[Outcome]] = {}
+        live: list[StreamSlot] = []
+        for slot in self._slots:
+            if slot.abandoned or slot.done:
+                continue
+            try:
+                self._feed(slot)
+            except AsrServeError as exc:
+                outcomes.setdefault(id(slot), []).append(
+                    Outcome("error", error=exc, fatal=slot.stream is None)
+                )
+                if slot.stream is None:
+                    slot.done = True
+                    continue
+            live.append(slot)
+        self._slots = live
+        ready = [s for s in live if s.stream is not None and rec.is_ready(s.stream)]
+        for i in range(0, len(ready), self.max_batch_size):
+            self._decode(ready[i : i + self.max_batch_size], outcomes)
+        touched = {id(s) for s in ready}
+        for slot in live:
+            s = slot.stream
+            if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
+                outcomes.setdefault(id(slot), []).extend(self._report(slot))
+        more = False
+        for slot in live:
+            if slot.stream is not None and not slot.done:
+                s = slot.stream
+                unprocessed = s.features.num_frames_ready - s.num_processed_frames
+                slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
+                more = more or rec.is_ready(s) or slot.flushing
+        by_id = {id(s): s for s in live}
+        return [(by_id[k], v) for k, v in outcomes.items() if k in by_id], more
+
+    def _feed(self, slot: StreamSlot) -> None:
+        """Move the slot's pending audio and commands into its stream."""
+        if slot.stream is None:
+            c = slot.config
+            slot.stream = self.recognizer.create_stream(
+                hotwords=list(c.hotwords) or None, decoding=c.decoding, endpoint=c.endpoint
+            )
+        if slot.flushing:
+            return
+        stream = slot.stream
+        audio: list[npt.NDArray[np.float32]] = []
+        for item in slot.take():
+            if isinstance(item, str):
+                if audio and not stream.is_finished:
+                    stream.accept_waveform(slot.config.sample_rate, np.concatenate(audio))
+                audio = []
+                if item == _FLUSH:
+                    slot.flushing = True
+                else:
+                    stream.input_finished()
+            else:
+                audio.append(item)
+        if audio and not stream.is_finished:
+            stream.accept_waveform(slot.config.sample_rate, np.concatenate(audio))
+
+    def _decode(self, batch: list[StreamSlot], outcomes: dict[int, list[Outcome]]) -> None:
+        streams = [s.stream for s in batch if s.stream is not None]
+        t0 = time.perf_counter()
+        try:
+            self.recognizer.decode_streams(streams)
+        except Exception:
+            # Keep the other streams going: retry one by one, drop the culprit.
+            log.exception("batched decode failed; retrying streams one by one")
+            for slot in batch:
+                try:
+                    self.recognizer.decode_streams([slot.stream] if slot.stream else [])
+                except Exception as exc:
+                    log.exception("decode failed for one stream")
+                    slot.done = True
+                    err = AsrServeError(f"internal decoder error: {exc}")
+                    outcomes.setdefault(id(slot), []).append(
+                        Outcome("error", error=err, fatal=True)
+                    )
+        chunk_s = self.recognizer.model.chunk_shift * self.recognizer.frame_shift_s
+        self.metrics.observe_batch(len(streams), time.perf_counter() - t0, chunk_s * len(streams))
+
+    def _report(self, slot: StreamSlot) -> list[Outcome]:
+        rec = self.recognizer
+        stream = slot.stream
+        if stream is None or slot.done:
+            return []
+        end = stream.num_processed_frames * rec.frame_shift_s
+        result = rec.get_result(stream)
+        ready = rec.is_ready(stream)
+        if stream.is_finished and not ready:
+            slot.done = True
+            return [
+                Outcome("final", replace(result, is_final=True), end, last=True),
+                Outcome("eof", duration=stream.duration),
+            ]
+        flush = slot.flushing and not ready
+        if flush or rec.is_endpoint(stream):
+            rec.reset(stream)
+            slot.flushing = False
+            if result.text or flush:
+                return [Outcome("final", replace(result, is_final=True), end)]
+            return []
+        return [Outcome("partial", result, end)]

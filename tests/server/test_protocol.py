@@ -1,0 +1,181 @@
+"""The session protocol without sockets: frames in, commands out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from asrserve.core.events import Result
+from asrserve.server.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_UNSUPPORTED,
+    Audio,
+    Close,
+    Dialect,
+    Flush,
+    Send,
+    SendError,
+    Session,
+    SessionConfig,
+    Start,
+    Stop,
+)
+
+SHERPA_KEYS = [
+    "text", "tokens", "timestamps", "ys_probs", "lm_probs", "context_scores",
+    "segment", "words", "start_time", "is_final", "is_eof",
+]  # fmt: skip
+
+
+def _session() -> Session:
+    return Session(SessionConfig(sample_rate=16000), model_sample_rate=16000)
+
+
+def _messages(cmds: list[object]) -> list[dict[str, object]]:
+    return [json.loads(c.data) for c in cmds if isinstance(c, Send) and c.data.startswith("{")]
+
+
+def test_binary_first_speaks_sherpa_dialect() -> None:
+    s = _session()
+    x = np.linspace(-1, 1, 160, dtype=np.float32)
+    cmds = s.receive(x.astype("<f4").tobytes())
+    assert s.dialect is Dialect.SHERPA
+    assert isinstance(cmds[0], Start)
+    assert cmds[0].config.format == "f32le"
+    assert isinstance(cmds[1], Audio)
+    np.testing.assert_array_equal(cmds[1].samples, x)
+    assert isinstance(s.receive("Done")[-1], Stop)
+    res = Result(text="HI", tokens=["▁HI"], timestamps=[0.123], segment=2, start_time=1.234)
+    (partial,) = _messages(s.result(res, 2.0, final=False))
+    assert list(partial) == SHERPA_KEYS
+    assert partial["timestamps"] == [0.12]
+    assert partial["start_time"] == 1.23
+    assert partial["is_final"] is False
+    (last,) = _messages(s.result(res, 2.0, final=True, eof=True))
+    assert last["is_final"] is True
+    assert last["is_eof"] is True
+    assert s.eof(2.0) == [Send("Done!")]
+
+
+def test_sherpa_bad_frame_closes() -> None:
+    s = _session()
+    s.receive(np.zeros(4, dtype="<f4").tobytes())
+    cmds = s.receive(b"\x00\x00\x00")
+    assert isinstance(cmds[-1], Close)
+    assert cmds[-1].code == CLOSE_UNSUPPORTED
+
+
+def test_start_negotiates_and_replies_ready() -> None:
+    s = _session()
+    start = {
+        "type": "start",
+        "sample_rate": 8000,
+        "format": "s16le",
+        "decoding": {"method": "beam", "beam": 2},
+        "hotwords": ["HELLO WORLD :2.0"],
+        "endpointing": {"enabled": True, "rule2_min_trailing_silence": 0.5},
+    }
+    cmds = s.receive(json.dumps(start))
+    assert isinstance(cmds[0], Start)
+    cfg = cmds[0].config
+    assert (cfg.sample_rate, cfg.format, cfg.decoding.method, cfg.decoding.beam) == (
+        8000, "s16le", "modified_beam", 2,
+    )  # fmt: skip
+    assert cfg.hotwords == ("HELLO WORLD :2.0",)
+    assert cfg.endpoint.rule2.min_trailing_silence == 0.5
+    assert cfg.endpoint.rule1.min_trailing_silence == 2.4
+    (ready,) = _messages(cmds)
+    assert ready["type"] == "ready"
+    assert ready["sample_rate"] == 8000
+    pcm = np.array([0, 16384, -32768], dtype="<i2").tobytes()
+    (audio,) = s.receive(pcm)
+    assert isinstance(audio, Audio)
+    np.testing.assert_allclose(audio.samples, [0.0, 0.5, -1.0])
+
+
+@pytest.mark.parametrize(
+    ("start", "needle"),
+    [
+        ({"sample_rate": 0}, "sample_rate"),
+        ({"sample_rate": "16k"}, "sample_rate"),
+        ({"format": "mp3"}, "format"),
+        ({"decoding": {"method": "viterbi"}}, "viterbi"),
+        ({"decoding": {"beam": 0}}, "beam"),
+        ({"decoding": {"beams": 4}}, "beams"),
+        ({"hotwords": ["X"]}, "modified_beam"),
+        ({"hotwords": "X"}, "list"),
+        ({"endpointing": {"rule9": 1}}, "rule9"),
+        ({"endpointing": {"enabled": "yes"}}, "enabled"),
+        ({"language": "en"}, "language"),
+    ],
+)
+def test_bad_start_is_named_and_closes(start: dict[str, object], needle: str) -> None:
+    s = _session()
+    cmds = s.receive(json.dumps({"type": "start", **start}))
+    assert isinstance(cmds[0], SendError)
+    assert cmds[0].code == "bad_config"
+    assert needle in json.loads(cmds[0].data)["message"]
+    assert isinstance(cmds[1], Close)
+    assert cmds[1].code == CLOSE_UNSUPPORTED
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_message"),
+        ('["start"]', "bad_message"),
+        ('{"type": "pause"}', "bad_message"),
+        ('{"type": "start"}', "bad_message"),  # start after start
+        (b"\x01\x02\x03", "bad_audio"),  # odd-length s16le
+    ],
+)
+def test_recoverable_errors_keep_the_session(frame: str | bytes, code: str) -> None:
+    s = _session()
+    s.receive(json.dumps({"type": "start", "format": "s16le"}))
+    cmds = s.receive(frame)
+    assert [type(c) for c in cmds] == [SendError]
+    assert isinstance(cmds[0], SendError)
+    assert cmds[0].code == code
+    assert isinstance(s.receive(np.zeros(2, dtype="<i2").tobytes())[0], Audio)
+
+
+def test_nan_samples_are_refused() -> None:
+    s = _session()
+    s.receive(json.dumps({"type": "start"}))
+    (err,) = s.receive(np.array([0.1, np.nan], dtype="<f4").tobytes())
+    assert isinstance(err, SendError)
+    assert err.code == "bad_audio"
+    assert "NaN" in json.loads(err.data)["message"]
+
+
+def test_flush_stop_and_eof() -> None:
+    s = _session()
+    cmds = s.receive('{"type": "flush"}')  # no start: server defaults
+    assert isinstance(cmds[0], Start)
+    assert isinstance(cmds[-1], Flush)
+    assert isinstance(s.receive('{"type": "stop"}')[-1], Stop)
+    late = s.receive(np.zeros(2, dtype="<f4").tobytes())
+    assert isinstance(late[0], SendError)
+    res = Result(text="A B", tokens=["▁A", "▁B"], timestamps=[0.1, 0.2], segment=0)
+    (final,) = _messages(s.result(res, 0.5, final=True, eof=True))
+    assert final == {
+        "type": "final", "segment": 0, "text": "A B", "tokens": ["▁A", "▁B"],
+        "timestamps": [0.1, 0.2], "start": 0.0, "end": 0.5,
+    }  # fmt: skip
+    eof = s.eof(3.0)
+    assert _messages(eof) == [{"type": "eof", "segments": 1, "duration": 3.0}]
+    assert isinstance(eof[-1], Close)
+    assert eof[-1].code == CLOSE_NORMAL
+
+
+def test_partials_only_when_text_changes() -> None:
+    s = _session()
+    s.receive('{"type": "start"}')
+    r = Result(text="A", tokens=["▁A"], timestamps=[0.1])
+    assert len(s.result(r, 0.3, final=False)) == 1
+    assert s.result(r, 0.6, final=False) == []
+    assert len(s.result(r, 0.9, final=True)) == 1
+    # an empty last segment after an endpoint sends no empty final
+    assert s.result(Result(segment=1), 1.2, final=True, eof=True) == []
