@@ -1,4 +1,4 @@
-"""Command line: ``asrserve transcribe | serve | client | mic | models``.
+"""Command line: ``asrserve transcribe | serve | client | mic | models | ncnn-meta``.
 
 Each subcommand is split into argument parsing and a ``run_*`` function
 that returns the exit code, so tests call them without a subprocess.
@@ -52,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
     from asrserve.clients.commands import add_parsers
+    from asrserve.ncnn_meta import add_parser as add_ncnn_meta
 
     add_parsers(sub)
+    add_ncnn_meta(sub)
 
     sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
     _add_model_args(sv)
@@ -247,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return run_models(args)
     if args.command == "serve":
         return run_serve(args)
-    if args.command in ("client", "mic"):
+    if args.command in ("client", "mic", "ncnn-meta"):
         code: int = args.func(args)
         return code
     raise AssertionError(args.command)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ASRSERVE_SHARED", ROOT.parent / "shared"))
 SHARED_MODELS = SHARED / "models"
 TINY_LSTM = SHARED_MODELS / "asrserve-tiny-lstm-synth-en"
+TINY_LSTM_NCNN = TINY_LSTM / "ncnn"
 FIXTURE_MODELS = ROOT / "tests" / "fixtures" / "models"
 BUILTIN = ROOT / "models" / "asrserve-tiny-lstm-synth-en"
 
@@ -28,6 +29,13 @@ def tiny_lstm_dir() -> Path:
     if not TINY_LSTM.is_dir():
         pytest.skip(f"shared model not found at {TINY_LSTM}")
     return TINY_LSTM
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_ncnn_dir(tiny_lstm_dir: Path) -> Path:
+    if not TINY_LSTM_NCNN.is_dir():
+        pytest.skip(f"shared ncnn model not found at {TINY_LSTM_NCNN}")
+    return TINY_LSTM_NCNN
 
 
 @pytest.fixture(scope="session")

@@ -72,9 +72,19 @@ def asrserve_decode(
 def asrserve_decode_batched(
     rec: Any, audio: list[tuple[npt.NDArray[np.float32], int]]
 ) -> tuple[list[tuple[list[str], list[float]]], list[int]]:
-    """Decode all clips together, fed unevenly so the batch changes from chunk
-    to chunk; return (tokens, timestamps) per clip and the batch sizes seen."""
+    """Decode all clips together (see :func:`feed_batched`); return (tokens,
+    timestamps) per clip and the batch sizes seen."""
     streams = [rec.create_stream() for _ in audio]
+    batch_sizes = feed_batched(rec, audio, streams)
+    results = [rec.get_result(s) for s in streams]
+    return [(r.tokens, r.timestamps) for r in results], batch_sizes
+
+
+def feed_batched(
+    rec: Any, audio: list[tuple[npt.NDArray[np.float32], int]], streams: list[Any]
+) -> list[int]:
+    """Feed each clip to its stream unevenly, so the batch changes from chunk to
+    chunk, decoding all streams together; return the batch sizes seen."""
     for i, ((x, sr), s) in enumerate(zip(audio, streams, strict=True)):
         s.accept_waveform(sr, x[: (i + 1) * 4000])
     batch_sizes = []
@@ -85,5 +95,36 @@ def asrserve_decode_batched(
         s.input_finished()
     while n := rec.decode_streams(streams):
         batch_sizes.append(n)
-    results = [rec.get_result(s) for s in streams]
-    return [(r.tokens, r.timestamps) for r in results], batch_sizes
+    return batch_sizes
+
+
+def sherpa_ncnn_recognizer(model_dir: Path, method: str, **kwargs: Any) -> Any:
+    """sherpa-ncnn's Python recognizer on the upstream file names in ``model_dir``."""
+    import sherpa_ncnn
+
+    files = {
+        f"{role}_{kind}": str(model_dir / f"{role}_jit_trace-pnnx.ncnn.{kind}")
+        for role in ("encoder", "decoder", "joiner")
+        for kind in ("param", "bin")
+    }
+    return sherpa_ncnn.Recognizer(
+        tokens=str(model_dir / "tokens.txt"),
+        **files,
+        num_threads=1,
+        decoding_method="modified_beam_search" if method == "modified_beam" else "greedy_search",
+        num_active_paths=4,
+        **kwargs,
+    )
+
+
+def sherpa_ncnn_decode(
+    rec: Any, samples: npt.NDArray[np.float32], rate: int, piece: int
+) -> tuple[list[int], list[float]]:
+    """Like :func:`sherpa_decode`, on a fresh stream of the sherpa-ncnn recognizer;
+    returns token ids and timestamps."""
+    rec.stream = rec.recognizer.create_stream()  # the wrapper holds one stream
+    for i in range(0, samples.size, piece):
+        rec.accept_waveform(rate, samples[i : i + piece])  # decodes what is ready
+    rec.accept_waveform(rate, np.zeros(int(TAIL_PADDING_S * rate), dtype=np.float32))
+    rec.input_finished()
+    return list(rec.tokens), [float(t) for t in rec.timestamps]

@@ -228,20 +228,31 @@ class Recognizer:
         key = self._search_key(cfg)
         search = self._searches.get(key)
         if search is None:
-            unk = self.symbols.unk_id
-            joiner = self.model.run_joiner
+            m = self.model
+            skip = m.ignored_token_ids
+            if skip is None:
+                skip = frozenset({m.blank_id, self.symbols.unk_id})
             if key[0] == "greedy":
                 search = GreedySearch(
-                    joiner, self.decoder_cache, unk, cfg.blank_penalty, cfg.max_symbols_per_frame
+                    m.run_joiner,
+                    self.decoder_cache,
+                    skip,
+                    cfg.blank_penalty,
+                    cfg.max_symbols_per_frame,
+                    context_fill=m.initial_context_fill,
+                    keep_context=m.reset_keeps_context,
                 )
             else:
                 search = ModifiedBeamSearch(
-                    joiner,
+                    m.run_joiner,
                     self.decoder_cache,
-                    unk,
+                    skip,
                     cfg.beam,
                     cfg.blank_penalty,
-                    joiner_batch_dependent=self.model.joiner.batch_dependent,
+                    per_stream=m.joiner_per_frame or m.joiner.batch_dependent,
+                    joiner_frame=m.run_joiner_frame,
+                    context_fill=m.initial_context_fill,
+                    keep_context=m.reset_keeps_context,
                 )
             self._searches[key] = search
         return search

@@ -9,7 +9,7 @@ normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,8 @@ class BeamHyp:
     timestamps: list[int] = field(default_factory=list)
     context_state: ContextState | None = None
     num_trailing_blanks: int = 0
+    carried: tuple[int, ...] | None = None
+    """Decoder context used instead of ``ys`` for one frame after an endpoint."""
 
 
 @dataclass
@@ -67,24 +69,40 @@ def topk_desc(values: FloatArray, k: int) -> list[int]:
 
 
 class ModifiedBeamSearch:
+    """``skip_ids`` emit nothing (blank, ``<unk>``); ``context_fill`` pads a
+    fresh path's decoder context; ``keep_context``: see :meth:`reset`.
+    ``per_stream``: run the decoder and joiner once per stream over all of its
+    paths (``joiner_frame``: one encoder frame (D,) against P decoder rows),
+    as the references do for one stream."""
+
     def __init__(
         self,
         joiner: Callable[[FloatArray, FloatArray], FloatArray],
         decoder: DecoderCache,
-        unk_id: int,
+        skip_ids: Collection[int],
         beam: int = 4,
         blank_penalty: float = 0.0,
-        joiner_batch_dependent: bool = False,
+        *,
+        per_stream: bool = False,
+        joiner_frame: Callable[[FloatArray, FloatArray], FloatArray] | None = None,
+        context_fill: int = -1,
+        keep_context: bool = True,
     ) -> None:
         self.joiner = joiner
-        self.joiner_batch_dependent = joiner_batch_dependent
+        self.joiner_frame = joiner_frame or self._repeat_frame
+        self.per_stream = per_stream
         self.decoder = decoder
-        self.unk_id = unk_id
+        self.skip_ids = frozenset(skip_ids)
         self.beam = beam
         self.blank_penalty = blank_penalty
+        self.context_fill = context_fill
+        self.keep_context = keep_context
+
+    def _repeat_frame(self, encoder_frame: FloatArray, decoder_out: FloatArray) -> FloatArray:
+        return self.joiner(np.repeat(encoder_frame[None, :], len(decoder_out), axis=0), decoder_out)
 
     def initial(self, context_graph: ContextGraph | None = None) -> BeamState:
-        ys = initial_context(self.decoder.context_size)
+        ys = initial_context(self.decoder.context_size, self.context_fill)
         root = context_graph.root if context_graph else None
         return BeamState({tuple(ys): BeamHyp(ys, 0.0, context_state=root)}, context_graph)
 
@@ -96,10 +114,10 @@ class ModifiedBeamSearch:
             prev = [list(s.hyps.values()) for s in states]
             flat = [h for hs in prev for h in hs]
             counts = [len(hs) for hs in prev]
-            if self.decoder.batch_dependent or self.joiner_batch_dependent:
+            if self.per_stream or self.decoder.batch_dependent:
                 logits = self._logits_per_stream(encoder_out[:, t, :], prev)
             else:
-                dec = self.decoder.get([self.decoder.context_of(h.ys) for h in flat])
+                dec = self.decoder.get([self.decoder.context_of(h.ys, h.carried) for h in flat])
                 enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
                 logits = self.joiner(enc, dec)
             vocab = logits.shape[1]
@@ -121,7 +139,7 @@ class ModifiedBeamSearch:
                     hyp = BeamHyp(
                         src.ys, 0.0, src.timestamps, src.context_state, src.num_trailing_blanks
                     )
-                    if token not in (0, self.unk_id):
+                    if token not in self.skip_ids:
                         hyp.ys = [*src.ys, token]
                         hyp.timestamps = [*src.timestamps, t + state.frame_offset]
                         hyp.num_trailing_blanks = 0
@@ -138,16 +156,17 @@ class ModifiedBeamSearch:
 
     def _logits_per_stream(self, enc_t: FloatArray, prev: list[list[BeamHyp]]) -> FloatArray:
         """Joiner logits with the decoder and joiner run once per stream over
-        all of its paths, as the reference does for a single stream. Used for
-        dynamically quantized graphs, whose rows depend on their batch."""
+        all of its paths, as the references do for a single stream: for
+        graphs whose rows depend on their batch (dynamic quantization) and
+        engines whose kernels round differently by call shape (ncnn)."""
         out = []
         for i, hyps in enumerate(prev):
-            contexts = [self.decoder.context_of(h.ys) for h in hyps]
+            contexts = [self.decoder.context_of(h.ys, h.carried) for h in hyps]
             if self.decoder.batch_dependent:
                 dec = self.decoder.run(*contexts)
             else:
                 dec = self.decoder.get(contexts)
-            out.append(self.joiner(np.repeat(enc_t[i : i + 1], len(hyps), axis=0), dec))
+            out.append(self.joiner_frame(enc_t[i], dec))
         return np.concatenate(out)
 
     def tokens(self, state: BeamState) -> tuple[list[int], list[int], int]:
@@ -155,8 +174,17 @@ class ModifiedBeamSearch:
         return best.ys[self.decoder.context_size :], list(best.timestamps), best.num_trailing_blanks
 
     def reset(self, state: BeamState) -> BeamState:
-        """New segment after an endpoint: keep each path's last tokens as context."""
+        """New segment after an endpoint. ``keep_context`` (sherpa-onnx): each
+        path goes on from its last tokens. Otherwise (sherpa-ncnn) one fresh
+        path whose first frame still sees the best path's last tokens."""
         cs = self.decoder.context_size
+        if not self.keep_context:
+            fresh = self.initial(state.context_graph)
+            (hyp,) = fresh.hyps.values()
+            best = state.best()
+            carried = self.decoder.context_of(best.ys, best.carried)
+            hyp.carried = None if carried == tuple(hyp.ys) else carried
+            return fresh
         if len(state.best().ys) <= cs:
             return self.initial(state.context_graph)
         root = state.context_graph.root if state.context_graph else None

@@ -35,8 +35,10 @@ class DecoderCache:
         self.hits = 0
         self.misses = 0
 
-    def context_of(self, ys: Sequence[int]) -> Context:
-        return tuple(ys[-self.context_size :])
+    def context_of(self, ys: Sequence[int], carried: Context | None = None) -> Context:
+        """The decoder input of a path: its last tokens, or ``carried`` (a
+        context carried over an endpoint) while that is set."""
+        return carried if carried is not None else tuple(ys[-self.context_size :])
 
     def run(self, *contexts: Context) -> FloatArray:
         """Run the decoder graph uncached on ``contexts`` as one batch."""

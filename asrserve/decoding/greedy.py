@@ -1,13 +1,19 @@
 """Batched greedy transducer search.
 
 With ``max_symbols_per_frame=1`` this is the online greedy search of
-sherpa-onnx: blank (id 0) and ``<unk>`` emit nothing, the decoder context
-starts as ``[-1, ..., -1, 0]``.
+sherpa-onnx and sherpa-ncnn. The ids in ``skip_ids`` (blank and ``<unk>``)
+emit nothing; the decoder context starts as ``[fill, ..., fill, 0]``
+(sherpa-onnx: fill -1; sherpa-ncnn: 0).
+
+After an endpoint, :meth:`GreedySearch.reset` either keeps the last tokens as
+the new segment's context (``keep_context``, sherpa-onnx) or restarts from
+the initial context while the first decoder output still comes from the old
+tokens until something is emitted (sherpa-ncnn).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,16 +26,18 @@ FloatArray = npt.NDArray[np.float32]
 
 @dataclass
 class GreedyHyp:
-    """Per-stream search state; ``ys`` starts with ``context_size`` padding ids."""
+    """Per-stream search state; ``ys`` starts with ``context_size`` padding ids.
+    ``carried``: decoder context used instead of ``ys`` until the next emission."""
 
     ys: list[int]
     timestamps: list[int] = field(default_factory=list)
     frame_offset: int = 0
     num_trailing_blanks: int = 0
+    carried: tuple[int, ...] | None = None
 
 
-def initial_context(context_size: int) -> list[int]:
-    return [-1] * (context_size - 1) + [0]
+def initial_context(context_size: int, fill: int = -1) -> list[int]:
+    return [fill] * (context_size - 1) + [0]
 
 
 class GreedySearch:
@@ -37,24 +45,29 @@ class GreedySearch:
         self,
         joiner: Callable[[FloatArray, FloatArray], FloatArray],
         decoder: DecoderCache,
-        unk_id: int,
+        skip_ids: Collection[int],
         blank_penalty: float = 0.0,
         max_symbols_per_frame: int = 1,
+        *,
+        context_fill: int = -1,
+        keep_context: bool = True,
     ) -> None:
         self.joiner = joiner
         self.decoder = decoder
-        self.unk_id = unk_id
+        self.skip_ids = frozenset(skip_ids)
         self.blank_penalty = blank_penalty
         self.max_symbols_per_frame = max_symbols_per_frame
+        self.context_fill = context_fill
+        self.keep_context = keep_context
 
     def initial(self) -> GreedyHyp:
-        return GreedyHyp(ys=initial_context(self.decoder.context_size))
+        return GreedyHyp(ys=initial_context(self.decoder.context_size, self.context_fill))
 
     def decode(self, encoder_out: FloatArray, hyps: Sequence[GreedyHyp]) -> None:
         """Advance every hyp over ``encoder_out`` (N, T, D) in place."""
         n, num_frames, _ = encoder_out.shape
         ctx = self.decoder.context_of
-        dec = self.decoder.get([ctx(h.ys) for h in hyps])
+        dec = self.decoder.get([ctx(h.ys, h.carried) for h in hyps])
         for t in range(num_frames):
             rows = np.arange(n)
             enc_t = encoder_out[:, t, :]
@@ -66,8 +79,9 @@ class GreedySearch:
                 emitted: list[int] = []
                 for row, y in zip(rows.tolist(), best.tolist(), strict=True):
                     h = hyps[row]
-                    if y not in (0, self.unk_id):
+                    if y not in self.skip_ids:
                         h.ys.append(y)
+                        h.carried = None
                         h.timestamps.append(t + h.frame_offset)
                         h.num_trailing_blanks = 0
                         emitted.append(row)
@@ -85,7 +99,10 @@ class GreedySearch:
         return hyp.ys[self.decoder.context_size :], list(hyp.timestamps), hyp.num_trailing_blanks
 
     def reset(self, hyp: GreedyHyp) -> GreedyHyp:
-        """New segment after an endpoint: keep the last tokens as decoder context."""
-        cs = self.decoder.context_size
-        ys = hyp.ys[-cs:] if len(hyp.ys) > cs else initial_context(cs)
-        return GreedyHyp(ys=list(ys))
+        """New segment after an endpoint; the old tokens stay the decoder's context."""
+        if self.keep_context:
+            return GreedyHyp(ys=hyp.ys[-self.decoder.context_size :])
+        fresh = self.initial()
+        carried = self.decoder.context_of(hyp.ys, hyp.carried)
+        fresh.carried = None if carried == tuple(fresh.ys) else carried
+        return fresh

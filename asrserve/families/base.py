@@ -67,6 +67,17 @@ class TransducerModel:
     family: ClassVar[str] = ""
     subsampling_factor: int = 4
     blank_id: int = 0
+    initial_context_fill: int = -1
+    """Id padding the decoder context of a fresh hypothesis (sherpa-onnx: -1)."""
+    ignored_token_ids: frozenset[int] | None = None
+    """Ids the search treats like blank; ``None``: blank and ``<unk>`` of tokens.txt."""
+    reset_keeps_context: bool = True
+    """After an endpoint the decoder context goes on from the last tokens
+    (sherpa-onnx); ``False``: it restarts, only the first decoder output
+    carries over (sherpa-ncnn)."""
+    joiner_per_frame: bool = False
+    """Beam search calls :meth:`run_joiner_frame` once per stream and frame
+    (the reference's call shape) instead of one joiner run over all streams."""
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         self.encoder = encoder
@@ -141,7 +152,7 @@ class TransducerModel:
         feeds: dict[str, npt.NDArray[np.generic]] = {self._x_name: features}
         feeds.update(zip(self._state_names, states, strict=True))
         out = self.encoder.run(feeds)
-        return out[0].astype(np.float32, copy=False), out[1:]
+        return out[0].astype(np.float32, copy=False), list(out[1:])
 
     def run_decoder(self, context: npt.NDArray[np.int64]) -> FloatArray:
         """``context`` (N, context_size) int64 → decoder_out (N, D)."""
@@ -152,6 +163,11 @@ class TransducerModel:
         """(N, D) and (N, D) → logits (N, vocab_size)."""
         out = self.joiner.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
+
+    def run_joiner_frame(self, encoder_frame: FloatArray, decoder_out: FloatArray) -> FloatArray:
+        """One encoder frame (D,) against the P decoder rows (P, D) → logits (P, vocab_size)."""
+        enc = np.repeat(encoder_frame[None, :], decoder_out.shape[0], axis=0)
+        return self.run_joiner(enc, decoder_out)
 
 
 FAMILIES: dict[str, type[TransducerModel]] = {}
@@ -168,34 +184,38 @@ def register(name: str) -> Callable[[type[TransducerModel]], type[TransducerMode
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """Paths of one transducer model."""
+    """Paths of one transducer model (ncnn: the ``.param`` files, ``.bin`` beside them)."""
 
     encoder: Path
     decoder: Path
     joiner: Path
     tokens: Path
     bpe_model: Path | None = None
+    backend: str = "onnxruntime"
+    precision: str = "auto"
 
 
 _PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
-def _precision_of(path: Path) -> str:
+def _precision_of(path: Path, suffix: str) -> str:
     name = path.name
-    if name.endswith(".int8.onnx"):
+    if name.endswith(f".int8{suffix}"):
         return "int8"
-    if name.endswith(".fp16.onnx"):
+    if name.endswith(f".fp16{suffix}"):
         return "fp16"
     return "fp32"
 
 
-def _pick(model_dir: Path, role: str, precision: str) -> Path:
-    candidates = sorted(model_dir.glob(f"{role}*.onnx"))
+def pick_file(model_dir: Path, role: str, precision: str, suffix: str = ".onnx") -> Path:
+    """The one ``{role}*{suffix}`` file of ``precision`` (int8 first for ``auto``),
+    falling back to fp32."""
+    candidates = sorted(model_dir.glob(f"{role}*{suffix}"))
     if not candidates:
-        raise ModelLoadError(f"{model_dir}: no {role}*.onnx file")
+        raise ModelLoadError(f"{model_dir}: no {role}*{suffix} file")
     by_prec: dict[str, list[Path]] = {}
     for c in candidates:
-        by_prec.setdefault(_precision_of(c), []).append(c)
+        by_prec.setdefault(_precision_of(c, suffix), []).append(c)
     order = ["int8", "fp32", "fp16"] if precision == "auto" else [precision, "fp32"]
     for prec in order:
         found = by_prec.get(prec, [])
@@ -229,6 +249,9 @@ def find_model_files(
     to fp32 for roles that have no file of that precision (e.g. decoders are
     often left unquantized). ``layout`` (a catalog entry's role → file map,
     e.g. ``encoder_int8``) takes precedence over globbing.
+
+    A directory of sherpa-ncnn ``.param``/``.bin`` files (and no ONNX
+    encoder) is an ncnn model: see :func:`asrserve.families.ncnn_loader.pick_ncnn`.
     """
     if precision not in _PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}; expected one of {_PRECISIONS}")
@@ -239,8 +262,15 @@ def find_model_files(
     if not tokens.is_file():
         raise ModelLoadError(f"{d}: tokens.txt not found")
     bpe = d / "bpe.model"
+    ncnn = not any(d.glob("encoder*.onnx")) and any(d.glob("encoder*.param"))
+    if ncnn:
+        from asrserve.families.ncnn_loader import pick_ncnn
+
+        pick: Callable[[Path, str, str], Path] = pick_ncnn
+    else:
+        pick = pick_file
     roles = {
-        role: (_from_layout(d, role, precision, layout or {}) or _pick(d, role, precision))
+        role: (_from_layout(d, role, precision, layout or {}) or pick(d, role, precision))
         for role in ("encoder", "decoder", "joiner")
     }
     return ModelFiles(
@@ -249,11 +279,18 @@ def find_model_files(
         joiner=roles["joiner"],
         tokens=tokens,
         bpe_model=bpe if bpe.is_file() else None,
+        backend="ncnn" if ncnn else "onnxruntime",
+        precision=precision,
     )
 
 
 def load_transducer(files: ModelFiles, options: BackendOptions | None = None) -> TransducerModel:
-    """Load the three graphs and pick the family from the encoder's ``model_type``."""
+    """Load the three graphs and pick the family from the encoder's ``model_type``
+    (ncnn: from its ``SherpaMetaData``)."""
+    if files.backend == "ncnn":
+        from asrserve.families.ncnn_loader import load_ncnn_transducer
+
+        return load_ncnn_transducer(files, options)
     from asrserve.backends.onnxruntime import OrtSession
 
     encoder = OrtSession(files.encoder, options)

@@ -1,0 +1,82 @@
+"""Finding and loading sherpa-ncnn model directories.
+
+Files follow the upstream layout: ``encoder_jit_trace-pnnx.ncnn.param`` (+
+``.bin``), ``decoder_…``, ``joiner_…``, and int8 encoder/joiner as
+``….ncnn.int8.param``. The family comes from the encoder's ``SherpaMetaData``
+model type, as sherpa-ncnn decides it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+from asrserve.backends.base import BackendOptions
+from asrserve.backends.ncnn import NcnnSession, metadata_of, read_param_layers
+from asrserve.errors import ConfigError, ModelLoadError
+from asrserve.families.base import ModelFiles, meta_int, pick_file
+from asrserve.families.ncnn_base import NCNN_FAMILIES, NCNN_MODEL_TYPES, NcnnTransducer
+
+_FAMILY_MODULES = ("asrserve.families.ncnn_lstm", "asrserve.families.conv_emformer")
+"""Modules registering ncnn families; the ones that exist are imported on demand."""
+
+
+def pick_ncnn(model_dir: Path, role: str, precision: str) -> Path:
+    """The ``.param`` of ``role``: int8 encoder/joiner where asked for (``auto``:
+    where present), the plain decoder always (upstream never quantizes it)."""
+    if role == "decoder":
+        precision = "fp32"
+    return pick_file(model_dir, role, precision, ".param")
+
+
+def ncnn_families() -> dict[int, type[NcnnTransducer]]:
+    """Every registered ncnn family by model type, importing the family modules."""
+    for name in _FAMILY_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+    return NCNN_FAMILIES
+
+
+def _family(encoder: Path) -> type[NcnnTransducer]:
+    meta = metadata_of(encoder, read_param_layers(encoder))
+    if meta is None:
+        types = "|".join(NCNN_MODEL_TYPES)
+        raise ModelLoadError(
+            f"{encoder}: no SherpaMetaData layer, so the model type is unknown; add it with "
+            f"'asrserve ncnn-meta {encoder} --model-type {types} ...' "
+            "(see 'asrserve ncnn-meta --help')"
+        )
+    model_type = meta_int(meta, "0", f"{encoder} SherpaMetaData")
+    families = ncnn_families()
+    cls = families.get(model_type)
+    if cls is None:
+        known = ", ".join(f"{t} ({c.family})" for t, c in sorted(families.items()))
+        raise ModelLoadError(
+            f"{encoder}: unsupported SherpaMetaData model type {model_type} (known: {known})"
+        )
+    return cls
+
+
+def load_ncnn_transducer(
+    files: ModelFiles, options: BackendOptions | None = None
+) -> NcnnTransducer:
+    """Load the three nets. ``files.precision`` ``fp32`` turns ncnn's fp16
+    storage and arithmetic off; otherwise ncnn's defaults hold (as in
+    sherpa-ncnn), used where the CPU supports them."""
+    opts = (options or BackendOptions()).validate()
+    if opts.provider != "cpu":
+        raise ConfigError(
+            f"ncnn models run on the CPU; provider {opts.provider!r} is not supported"
+        )
+    cls = _family(files.encoder)
+    fp16 = files.precision != "fp32"
+    encoder = NcnnSession(files.encoder, None, opts, fp16=fp16)
+    # Decoder and joiner run one row at a time: threads would only add wake-ups.
+    small = replace(opts, num_threads=1)
+    decoder = NcnnSession(files.decoder, None, small, fp16=fp16)
+    joiner = NcnnSession(files.joiner, None, small, fp16=fp16)
+    # Registered families take exactly the three nets (only the base class
+    # itself also wants encoder_dim, which each family reads from metadata).
+    return cls(encoder, decoder, joiner)  # type: ignore[call-arg]
