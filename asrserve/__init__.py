@@ -93,11 +93,16 @@ def load_model(
     decoding: DecodingConfig | None = None,
     endpoint: EndpointConfig | None = None,
     tail_padding_s: float | None = None,
+    spin: bool = True,
 ) -> Recognizer:
-    """Load a transducer model directory (or catalog name) into a :class:`Recognizer`."""
+    """Load a transducer model directory (or catalog name) into a :class:`Recognizer`.
+
+    ``spin=False`` keeps idle inference threads from busy-waiting (servers)."""
     model_dir = resolve_model_dir(path_or_name)
     files = find_model_files(model_dir, precision, _catalog_layout(path_or_name))
-    model = load_transducer(files, BackendOptions(num_threads=num_threads, provider=provider))
+    model = load_transducer(
+        files, BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
+    )
     symbols = SymbolTable.from_file(files.tokens)
     return Recognizer(
         model,

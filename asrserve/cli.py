@@ -83,7 +83,15 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--sample-rate", type=int, default=d.sample_rate, help="rate clients send by default"
     )
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms)
+    p.add_argument(
+        "--max-wait-ms", type=float, default=d.max_wait_ms, help="pace of batched decode steps"
+    )
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=d.decode_threads,
+        help="threads decoding disjoint sets of streams, each with --num-threads inference threads",
+    )
     p.add_argument("--max-connections", type=int, default=d.max_connections)
     p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
     p.add_argument(
@@ -113,6 +121,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        decode_threads=args.decode_threads,
         max_connections=args.max_connections,
         max_message_bytes=args.max_message_bytes,
         max_backlog_s=args.max_backlog_s,
@@ -132,6 +141,7 @@ def run_serve(args: argparse.Namespace) -> int:
         precision=args.precision,
         decoding=_decoding_config(args),
         endpoint=endpoint,
+        spin=False,  # idle inference threads must not steal the event loop's core
     )
     logging.getLogger("asrserve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     asyncio.run(run_server(recognizer, config))

@@ -141,7 +141,8 @@ class ServerConfig:
     port: int = 6006
     sample_rate: int = 16000  # what clients send unless they say otherwise
     max_batch_size: int = 32
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = 40.0  # at most one scheduling step per this interval
+    decode_threads: int = 1  # lanes decoding disjoint streams in parallel
     max_connections: int = 64
     max_message_bytes: int = 1 << 20
     max_backlog_s: float = 10.0  # undecoded audio per stream before reads pause
@@ -152,7 +153,13 @@ class ServerConfig:
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        positive = ("sample_rate", "max_batch_size", "max_connections", "max_message_bytes")
+        positive = (
+            "sample_rate",
+            "max_batch_size",
+            "max_connections",
+            "max_message_bytes",
+            "decode_threads",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -321,12 +321,13 @@ def server_commands(
         "127.0.0.1",
         "--port",
         str(ports["asrserve"]),
+        "--decode-threads",
+        str(args.sherpa_work_threads),
         "--num-threads",
-        str(args.threads),
+        str(args.sherpa_intra_threads),
         "--max-batch-size",
         str(args.max_batch_size),
-        "--max-wait-ms",
-        str(args.batch_wait_ms),
+        *(["--max-wait-ms", str(args.asrserve_wait_ms)] if args.asrserve_wait_ms else []),
         "--max-connections",
         str(args.max_streams + 8),
         "--decoding",
@@ -598,26 +599,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=2,
-        help="compute threads per server: asrserve --num-threads, sherpa --num-work-threads",
+        help="decode threads per server: asrserve --decode-threads, sherpa --num-work-threads",
     )
     p.add_argument(
         "--sherpa-work-threads",
         type=int,
         default=None,
-        help="sherpa-onnx --num-work-threads (default: --threads)",
+        help="sherpa-onnx --num-work-threads and asrserve --decode-threads (default: --threads)",
     )
     p.add_argument(
         "--sherpa-intra-threads",
         type=int,
         default=1,
-        help="sherpa-onnx --num-threads (onnxruntime threads per work thread)",
+        help="sherpa-onnx and asrserve --num-threads (onnxruntime threads per decode thread)",
     )
     p.add_argument("--max-batch-size", type=int, default=32, help="both servers")
     p.add_argument(
         "--batch-wait-ms",
         type=float,
         default=10.0,
-        help="asrserve --max-wait-ms and sherpa-onnx --loop-interval-ms",
+        help="sherpa-onnx --loop-interval-ms (its default)",
+    )
+    p.add_argument(
+        "--asrserve-wait-ms",
+        type=float,
+        default=None,
+        help="asrserve --max-wait-ms (default: the server's own default)",
     )
     p.add_argument("--p95-ms", type=float, default=TARGET_P95_MS, help="pass threshold")
     p.add_argument("--start", type=int, default=2, help="first load level (streams)")
@@ -691,10 +698,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"# audio {args.audio} ({args.clip_len_s:.2f} s), {FRAME_S * 1000:.0f} ms frames at "
             f"real-time pace, starts staggered over {args.stagger_s:g} s; tail padding "
             f"{TAIL_PADDING_S} s (both)\n"
-            f"# threads: asrserve --num-threads {args.threads} (1 decode thread); sherpa-onnx "
-            f"--num-work-threads {args.sherpa_work_threads} --num-threads "
-            f"{args.sherpa_intra_threads}; "
-            f"max batch {args.max_batch_size}, batch wait {args.batch_wait_ms:g} ms, "
+            f"# threads: asrserve --decode-threads {args.sherpa_work_threads} --num-threads "
+            f"{args.sherpa_intra_threads}; sherpa-onnx --num-work-threads "
+            f"{args.sherpa_work_threads} --num-threads {args.sherpa_intra_threads}; "
+            f"max batch {args.max_batch_size}; sherpa loop interval {args.batch_wait_ms:g} ms, "
+            f"asrserve max wait {args.asrserve_wait_ms or 'default'} ms; "
             f"{args.decoding}, endpointing off\n"
             f"# asrserve {env['asrserve']} at {env['git']}"
             f"{' + uncommitted asrserve/ changes' if env['asrserve_tree_dirty'] else ''}, "

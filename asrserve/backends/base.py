@@ -30,6 +30,9 @@ class BackendOptions:
 
     num_threads: int = 1
     provider: str = "cpu"
+    spin: bool = True
+    """Let idle pool threads spin for work: lower latency per call, but they
+    burn a core while the caller does other work (a server's event loop)."""
 
     def validate(self) -> BackendOptions:
         if self.num_threads < 1:

@@ -56,6 +56,7 @@ class OrtSession:
         so = ort.SessionOptions()
         so.intra_op_num_threads = opts.num_threads
         so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.spin else "0")
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3

@@ -40,7 +40,12 @@ _DEFAULT_TAIL_PADDING_S = 0.66
 
 
 class Recognizer:
-    """Shared by all streams of one model; not thread-safe (call from one thread)."""
+    """Shared by all streams of one model.
+
+    Threads may call :meth:`decode_streams` concurrently on disjoint sets of
+    streams (the model sessions and the decoder cache are thread-safe); a
+    given stream is used by one thread at a time.
+    """
 
     def __init__(
         self,
@@ -149,6 +154,10 @@ class Recognizer:
     def _best(self, stream: Stream) -> tuple[list[int], list[int], int]:
         search = self._searches[self._search_key(stream.decoding)]
         return search.tokens(stream.search_state)
+
+    def token_ids(self, stream: Stream) -> list[int]:
+        """Token ids of the current segment's best hypothesis (cheap: no text)."""
+        return self._best(stream)[0]
 
     def get_result(self, stream: Stream, is_final: bool = False) -> Result:
         ids, frames, _ = self._best(stream)

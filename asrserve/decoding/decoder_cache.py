@@ -9,6 +9,7 @@ cached row never depends on which other rows shared its batch.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,7 @@ class DecoderCache:
         self._cache: OrderedDict[Context, FloatArray] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # servers decode disjoint streams on several threads
 
     def context_of(self, ys: Sequence[int], carried: Context | None = None) -> Context:
         """The decoder input of a path: its last tokens, or ``carried`` (a
@@ -46,6 +48,10 @@ class DecoderCache:
 
     def get(self, contexts: Sequence[Context]) -> FloatArray:
         """Decoder outputs (len(contexts), D), running the graph once for all misses."""
+        with self._lock:
+            return self._get(contexts)
+
+    def _get(self, contexts: Sequence[Context]) -> FloatArray:
         missing = list(dict.fromkeys(c for c in contexts if c not in self._cache))
         if missing:
             self.misses += len(missing)

@@ -1,7 +1,9 @@
 """The asyncio WebSocket server: sockets ↔ :mod:`protocol` ↔ :mod:`scheduler`.
 
-This is the only asyncio module. One decode thread runs the scheduler; the
-event loop only moves frames, wakes the scheduler and answers HTTP probes.
+This is the only asyncio module. Decoding runs in ``decode_threads`` lanes,
+each a scheduler on its own thread with its share of the streams (like
+sherpa-onnx's work threads); the event loop only moves frames, wakes the
+lanes and answers HTTP probes.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ class _Connection:
         self.outbox: asyncio.Queue[Send | Close] = asyncio.Queue()
         self.drained = asyncio.Event()
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
+        self.lane: _Lane | None = None
+
+
+class _Lane:
+    """A scheduler, the thread it runs on, and the event that wakes it."""
+
+    def __init__(self, index: int, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"asrserve-decode-{index}")
+        self.wake = asyncio.Event()
+        self.streams = 0
+        self.task: asyncio.Task[None] | None = None
 
 
 class AsrServer:
@@ -75,14 +89,14 @@ class AsrServer:
             endpoint=recognizer.endpoint,
         )
         self.metrics = Metrics()
-        self.scheduler = Scheduler(recognizer, self.config.max_batch_size, self.metrics)
+        self._lanes = [
+            _Lane(i, Scheduler(recognizer, self.config.max_batch_size, self.metrics))
+            for i in range(self.config.decode_threads)
+        ]
         self._conns: dict[int, _Connection] = {}  # by id(slot) once started
         self._open: set[_Connection] = set()
-        self._wake = asyncio.Event()
         self._stopping = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="asrserve-decode")
         self._server: Server | None = None
-        self._decoder_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -96,7 +110,8 @@ class AsrServer:
             max_queue=4,
             compression=None,
         )
-        self._decoder_task = asyncio.create_task(self._decode_loop())
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(self._decode_loop(lane))
         log.info("listening on ws://%s:%d", c.host, self.port)
 
     @property
@@ -124,18 +139,19 @@ class AsrServer:
                 await conn.outbox.put(Close(CLOSE_GOING_AWAY, "server shutting down"))
             else:
                 conn.slot.stop()
-        self._wake.set()
+                self._wake(conn)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.shutdown_timeout_s):
                 while self._open:
                     await asyncio.sleep(0.02)
         self._server.close(close_connections=True)
         await self._server.wait_closed()
-        if self._decoder_task is not None:
-            self._decoder_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._decoder_task
-        self._executor.shutdown(wait=True)
+        for lane in self._lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+            lane.executor.shutdown(wait=True)
 
     # --- HTTP probes and admission -------------------------------------------
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
@@ -171,9 +187,11 @@ class AsrServer:
             sender.cancel()
             if conn.slot is not None and not conn.slot.done:
                 conn.slot.abandoned = True  # client vanished: drop, answer nobody
-                self._wake.set()
+                self._wake(conn)
             if conn.slot is not None:
                 self._conns.pop(id(conn.slot), None)
+            if conn.lane is not None:
+                conn.lane.streams -= 1
             self._open.discard(conn)
             self.metrics.active_streams = len(self._open)
 
@@ -219,13 +237,15 @@ class AsrServer:
         else:
             conn.session.stop_input()
             conn.slot.stop()
-            self._wake.set()
+            self._wake(conn)
 
     async def _apply(self, conn: _Connection, cmd: Command) -> None:
         if isinstance(cmd, Start):
             conn.slot = StreamSlot(cmd.config)
             self._conns[id(conn.slot)] = conn
-            self.scheduler.add(conn.slot)
+            conn.lane = min(self._lanes, key=lambda lane: lane.streams)
+            conn.lane.streams += 1
+            conn.lane.scheduler.add(conn.slot)
         elif isinstance(cmd, Send | Close):
             if isinstance(cmd, SendError):
                 self.metrics.count_error(cmd.code)
@@ -238,7 +258,12 @@ class AsrServer:
                 conn.slot.flush()
             elif isinstance(cmd, Stop):
                 conn.slot.stop()
-        self._wake.set()
+        self._wake(conn)
+
+    @staticmethod
+    def _wake(conn: _Connection) -> None:
+        if conn.lane is not None:
+            conn.lane.wake.set()
 
     async def _send_loop(self, conn: _Connection) -> None:
         ws = conn.ws
@@ -263,21 +288,26 @@ class AsrServer:
             return
 
     # --- the decode loop --------------------------------------------------------
-    async def _decode_loop(self) -> None:
+    async def _decode_loop(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         wait_s = self.config.max_wait_ms / 1000.0
-        more = False
+        ready = 0
+        last = -float("inf")
         while True:
-            if not more:
-                await self._wake.wait()
-                self._wake.clear()
-                if wait_s:
-                    await asyncio.sleep(wait_s)  # let other streams' chunks join the batch
+            if not ready:
+                await lane.wake.wait()
+                lane.wake.clear()
+                # Pace steps (at most one per max_wait) so that streams whose
+                # chunks become ready at different moments share encoder calls.
+                delay = last + wait_s - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            last = loop.time()
             try:
-                results, more = await loop.run_in_executor(self._executor, self.scheduler.step)
+                results, ready = await loop.run_in_executor(lane.executor, lane.scheduler.step)
             except Exception:
                 log.exception("scheduler step failed")
-                more = False
+                ready = 0
                 continue
             for slot, outcomes in results:
                 conn = self._conns.get(id(slot))

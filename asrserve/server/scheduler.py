@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,8 +41,14 @@ class Outcome:
     fatal: bool = False  # the stream is dropped after this error
 
 
+_MAX_ROUNDS_PER_STEP = 8
 _FLUSH = "flush"
 _STOP = "stop"
+
+
+class StepResult(NamedTuple):
+    outcomes: list[tuple[StreamSlot, list[Outcome]]]
+    ready: int  # streams still ready after the round cap: step again at once
 
 
 class StreamSlot:
@@ -63,6 +69,7 @@ class StreamSlot:
         self.abandoned = False  # client gone: drop without answering
         self.done = False
         self.backlog_s = 0.0  # audio accepted but not yet decoded, set by step()
+        self.reported_ids: list[int] = []  # tokens of the last partial sent
 
     @property
     def pending_s(self) -> float:
@@ -107,10 +114,10 @@ class Scheduler:
         with self._lock:
             self._new.append(slot)
 
-    def step(self) -> tuple[list[tuple[StreamSlot, list[Outcome]]], bool]:
+    def step(self) -> StepResult:
         """Advance every stream by at most one chunk.
 
-        Returns the outcomes per slot and whether more work is ready now.
+        Returns the outcomes per slot and how many streams are still ready.
         """
         with self._lock:
             self._slots += self._new
@@ -132,23 +139,32 @@ class Scheduler:
                     continue
             live.append(slot)
         self._slots = live
-        ready = [s for s in live if s.stream is not None and rec.is_ready(s.stream)]
-        for i in range(0, len(ready), self.max_batch_size):
-            self._decode(ready[i : i + self.max_batch_size], outcomes)
-        touched = {id(s) for s in ready}
+        # Rounds: every stream with a ready chunk advances by one per encoder
+        # call, until none is left (streams get audio in bursts of a few
+        # chunks) or the round cap is reached, so a stream can catch up.
+        touched: set[int] = set()
+        for _ in range(_MAX_ROUNDS_PER_STEP):
+            ready = [s for s in live if s.stream is not None and rec.is_ready(s.stream)]
+            if not ready:
+                break
+            for i in range(0, len(ready), self.max_batch_size):
+                self._decode(ready[i : i + self.max_batch_size], outcomes)
+            touched.update(id(s) for s in ready)
         for slot in live:
             s = slot.stream
             if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
                 outcomes.setdefault(id(slot), []).extend(self._report(slot))
-        more = False
+        ready_now = 0
         for slot in live:
             if slot.stream is not None and not slot.done:
                 s = slot.stream
                 unprocessed = s.features.num_frames_ready - s.num_processed_frames
                 slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
-                more = more or rec.is_ready(s) or slot.flushing
+                if rec.is_ready(s) or slot.flushing:
+                    ready_now += 1
         by_id = {id(s): s for s in live}
-        return [(by_id[k], v) for k, v in outcomes.items() if k in by_id], more
+        per_slot = [(by_id[k], v) for k, v in outcomes.items() if k in by_id]
+        return StepResult(per_slot, ready_now)
 
     def _feed(self, slot: StreamSlot) -> None:
         """Move the slot's pending audio and commands into its stream."""
@@ -202,19 +218,28 @@ class Scheduler:
         if stream is None or slot.done:
             return []
         end = stream.num_processed_frames * rec.frame_shift_s
-        result = rec.get_result(stream)
         ready = rec.is_ready(stream)
-        if stream.is_finished and not ready:
+        finished = stream.is_finished and not ready
+        flush = slot.flushing and not ready
+        endpoint = not (finished or flush) and rec.is_endpoint(stream)
+        if not (finished or flush or endpoint):
+            # A partial only when the hypothesis changed: building and sending
+            # the whole segment's result every chunk is what costs.
+            ids = rec.token_ids(stream)
+            if ids == slot.reported_ids:
+                return []
+            slot.reported_ids = ids
+            return [Outcome("partial", rec.get_result(stream), end)]
+        slot.reported_ids = []
+        result = rec.get_result(stream)
+        if finished:
             slot.done = True
             return [
                 Outcome("final", replace(result, is_final=True), end, last=True),
                 Outcome("eof", duration=stream.duration),
             ]
-        flush = slot.flushing and not ready
-        if flush or rec.is_endpoint(stream):
-            rec.reset(stream)
-            slot.flushing = False
-            if result.text or flush:
-                return [Outcome("final", replace(result, is_final=True), end)]
-            return []
-        return [Outcome("partial", result, end)]
+        rec.reset(stream)
+        slot.flushing = False
+        if result.text or flush:
+            return [Outcome("final", replace(result, is_final=True), end)]
+        return []
