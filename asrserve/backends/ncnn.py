@@ -37,7 +37,7 @@ class ParamLayer(NamedTuple):
     params: list[str]
 
 
-def _import_ncnn() -> Any:
+def import_ncnn() -> Any:
     try:
         import ncnn
     except ImportError as exc:
@@ -156,7 +156,7 @@ class NcnnSession:
         self.path = str(p)
         self.fp16 = fp16
         self.metadata: Mapping[str, str] = metadata_of(p, layers) or {}
-        ncnn = _import_ncnn()
+        ncnn = import_ncnn()
         net = ncnn.Net()
         net.opt.num_threads = opts.num_threads
         net.opt.lightmode = light_mode

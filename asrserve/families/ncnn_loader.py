@@ -15,11 +15,16 @@ from pathlib import Path
 
 from asrserve.backends.base import BackendOptions
 from asrserve.backends.ncnn import NcnnSession, metadata_of, read_param_layers
+from asrserve.backends.ncnn_layers import sherpa_custom_layers
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import ModelFiles, meta_int, pick_file
 from asrserve.families.ncnn_base import NCNN_FAMILIES, NCNN_MODEL_TYPES, NcnnTransducer
 
-_FAMILY_MODULES = ("asrserve.families.ncnn_lstm", "asrserve.families.conv_emformer")
+_FAMILY_MODULES = (
+    "asrserve.families.ncnn_lstm",
+    "asrserve.families.conv_emformer",
+    "asrserve.families.ncnn_zipformer",
+)
 """Modules registering ncnn families; the ones that exist are imported on demand."""
 
 
@@ -72,7 +77,9 @@ def load_ncnn_transducer(
         )
     cls = _family(files.encoder)
     fp16 = files.precision != "fp32"
-    encoder = NcnnSession(files.encoder, None, opts, fp16=fp16)
+    # sherpa-ncnn registers its custom layers (Zipformer's) on every encoder
+    layers = sherpa_custom_layers()
+    encoder = NcnnSession(files.encoder, None, opts, fp16=fp16, custom_layers=layers)
     # Decoder and joiner run one row at a time: threads would only add wake-ups.
     small = replace(opts, num_threads=1)
     decoder = NcnnSession(files.decoder, None, small, fp16=fp16)
