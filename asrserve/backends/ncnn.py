@@ -3,8 +3,8 @@
 ncnn graphs have no batch axis: :meth:`NcnnSession.run` runs one item.
 sherpa-ncnn encoders carry a ``SherpaMetaData`` layer (no inputs, no
 outputs) whose parameters describe the family; it is parsed from the param
-text into :attr:`NcnnSession.metadata` and registered as a no-op layer so the
-graph loads in stock ncnn. Its keys are the layer's parameter ids as
+text into :attr:`NcnnSession.metadata` and left out of the graph handed to
+ncnn (it never runs), so the net loads in stock ncnn. Its keys are the layer's parameter ids as
 strings (``"0"`` = model type); array parameters are comma-joined.
 """
 
@@ -111,22 +111,14 @@ def metadata_of(path: Path, layers: Sequence[ParamLayer]) -> dict[str, str] | No
     return None
 
 
-def _no_op_layer(ncnn: Any) -> Callable[[], Any]:
-    class MetaDataLayer(ncnn.Layer):  # type: ignore[misc]
-        """Carries parameters only; never runs."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.one_blob_only = False
-
-    keep: list[Any] = []  # ncnn holds raw pointers: keep the Python objects alive
-
-    def create() -> Any:
-        layer = MetaDataLayer()
-        keep.append(layer)
-        return layer
-
-    return create
+def strip_meta_layer(param_text: str) -> str:
+    """The ``.param`` text without its ``SherpaMetaData`` line, the layer count
+    on line 2 lowered to match (the layer has no blobs)."""
+    lines = param_text.split("\n")
+    kept = [ln for ln in lines[2:] if ln.split()[:1] != [META_LAYER]]
+    dropped = len(lines) - 2 - len(kept)
+    n_layers, n_blobs = lines[1].split()[:2]
+    return "\n".join([lines[0], f"{int(n_layers) - dropped} {n_blobs}", *kept])
 
 
 class NcnnSession:
@@ -164,12 +156,16 @@ class NcnnSession:
         net.opt.use_fp16_storage = fp16
         net.opt.use_fp16_arithmetic = fp16
         net.opt.use_vulkan_compute = False
-        self._creators = {META_LAYER: _no_op_layer(ncnn), **(custom_layers or {})}
+        self._creators = dict(custom_layers or {})
         used = {layer.kind for layer in layers}
         for kind, creator in self._creators.items():
             if kind in used:  # some ncnn builds allow only a few Python layers
                 net.register_custom_layer(kind, creator, lambda _layer: None)
-        if net.load_param(str(p)) != 0:
+        # The metadata layer never runs: load the graph without it, so stock
+        # ncnn needs no layer registered for it.
+        text = strip_meta_layer(p.read_text(encoding="utf-8")) if self.metadata else None
+        loaded = net.load_param_mem(text) if text is not None else net.load_param(str(p))
+        if loaded != 0:
             unknown = self._unknown_layers(ncnn, layers)
             hint = f"; layer types ncnn does not know: {', '.join(unknown)}" if unknown else ""
             raise ModelLoadError(f"{p}: ncnn could not load the graph{hint}")
@@ -184,7 +180,7 @@ class NcnnSession:
         self.batch_dependent = False
 
     def _unknown_layers(self, ncnn: Any, layers: Sequence[ParamLayer]) -> list[str]:
-        kinds = {layer.kind for layer in layers} - set(self._creators)
+        kinds = {layer.kind for layer in layers} - set(self._creators) - {META_LAYER}
         return sorted(k for k in kinds if ncnn.layer_to_index(k) < 0)
 
     def run(
