@@ -111,7 +111,6 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    import asrserve
     from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
     from asrserve.server.app import run_server
 
@@ -134,15 +133,8 @@ def run_serve(args: argparse.Namespace) -> int:
         rule2=EndpointRule(True, args.rule2_min_trailing_silence, 0.0),
         rule3=EndpointRule(False, 0.0, args.rule3_min_utterance_length),
     )
-    recognizer = asrserve.load_model(
-        args.model,
-        provider=args.provider,
-        num_threads=args.num_threads,
-        precision=args.precision,
-        decoding=_decoding_config(args),
-        endpoint=endpoint,
-        spin=False,  # idle inference threads must not steal the event loop's core
-    )
+    # idle inference threads must not steal the event loop's core: no spinning
+    recognizer = _load(args, endpoint=endpoint, spin=False)
     logging.getLogger("asrserve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     asyncio.run(run_server(recognizer, config))
     return EXIT_OK
@@ -160,7 +152,8 @@ def _decoding_config(args: argparse.Namespace) -> Any:
     ).validate()
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, **options: Any) -> Any:
+    """The model of the model options; ``options`` go to :func:`asrserve.load_model`."""
     import asrserve
 
     return asrserve.load_model(
@@ -169,6 +162,7 @@ def _load(args: argparse.Namespace) -> Any:
         num_threads=args.num_threads,
         precision=args.precision,
         decoding=_decoding_config(args),
+        **options,
     )
 
 

@@ -128,3 +128,26 @@ def sherpa_ncnn_decode(
     rec.accept_waveform(rate, np.zeros(int(TAIL_PADDING_S * rate), dtype=np.float32))
     rec.input_finished()
     return list(rec.tokens), [float(t) for t in rec.timestamps]
+
+
+def sherpa_ncnn_mismatches(
+    ref: Any, ours: Any, wavs: list[Path], piece_s: float | None
+) -> list[tuple[str, str, str]]:
+    """Decode ``wavs`` with sherpa-ncnn and asrserve in ``piece_s`` pieces (None:
+    whole files); return (file, want, got) where tokens differ. Timestamps of
+    equal token sequences must agree within 1 ms."""
+    import soundfile as sf
+
+    mismatches = []
+    for wav in wavs:
+        x, sr = sf.read(str(wav), dtype="float32")
+        piece = x.size if piece_s is None else int(piece_s * sr)
+        ids, want_ts = sherpa_ncnn_decode(ref, x, sr, piece)
+        assert ids, f"reference produced nothing for {wav.name}"
+        want = [ours.symbols.piece(i) for i in ids]
+        got, got_ts = asrserve_decode(ours, x, sr, piece)
+        if got != want:
+            mismatches.append((wav.name, "".join(want), "".join(got)))
+        else:
+            np.testing.assert_allclose(got_ts, want_ts, atol=1e-3, err_msg=wav.name)
+    return mismatches

@@ -161,13 +161,6 @@ def run_mic(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _load_endpointing(args: argparse.Namespace) -> Any:
     """The model of ``--model`` etc., with endpointing on so results come per utterance."""
     import asrserve
-    from asrserve.cli import _decoding_config
+    from asrserve.cli import _load
 
-    return asrserve.load_model(
-        args.model,
-        provider=args.provider,
-        num_threads=args.num_threads,
-        precision=args.precision,
-        decoding=_decoding_config(args),
-        endpoint=asrserve.EndpointConfig(enabled=True),
-    )
+    return _load(args, endpoint=asrserve.EndpointConfig(enabled=True))

@@ -33,7 +33,12 @@ import numpy.typing as npt
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import FloatArray, State, StateSpec, meta_int
-from asrserve.families.ncnn_base import NCNN_MODEL_TYPES, NcnnTransducer, register_ncnn
+from asrserve.families.ncnn_base import (
+    NCNN_MODEL_TYPES,
+    NcnnTransducer,
+    check_model_type,
+    register_ncnn,
+)
 
 CONV_EMFORMER_MODEL_TYPE = NCNN_MODEL_TYPES["conv-emformer"]
 _STATES_PER_LAYER = 4
@@ -45,12 +50,7 @@ class ConvEmformerTransducer(NcnnTransducer):
 
     def __init__(self, encoder: NcnnSession, decoder: NcnnSession, joiner: NcnnSession) -> None:
         meta, where = encoder.metadata, encoder.path
-        model_type = meta_int(meta, "0", where)
-        if model_type != CONV_EMFORMER_MODEL_TYPE:
-            raise ModelLoadError(
-                f"{where}: SherpaMetaData model type is {model_type}, "
-                f"Conv-Emformer is {CONV_EMFORMER_MODEL_TYPE}"
-            )
+        check_model_type(meta, where, CONV_EMFORMER_MODEL_TYPE, "Conv-Emformer")
         num_layers = meta_int(meta, "1", where)
         memory_size = meta_int(meta, "2", where)
         kernel = meta_int(meta, "3", where)
@@ -76,20 +76,7 @@ class ConvEmformerTransducer(NcnnTransducer):
             ]
         self.state_specs = specs
         n = 1 + _STATES_PER_LAYER * num_layers
-        self._in_names = [f"in{i}" for i in range(n)]
-        self._out_names = [f"out{i}" for i in range(n)]
-        self._check_blobs()
-
-    def _check_blobs(self) -> None:
-        """The graph must have exactly ``in0..inN`` and ``out0..outN`` for the metadata."""
-        have_in = {t.name for t in self.encoder.inputs}
-        have_out = {t.name for t in self.encoder.outputs}
-        if have_in != set(self._in_names) or have_out != set(self._out_names):
-            raise ModelLoadError(
-                f"{self.encoder.path}: metadata implies {self.num_layers} layers "
-                f"({len(self._in_names)} inputs/outputs named in0../out0..), the graph has "
-                f"{len(have_in)} inputs and {len(have_out)} outputs"
-            )
+        self._in_names, self._out_names = self._numbered_blobs(n, f"{num_layers} layers")
 
     def run_encoder_one(
         self, features: FloatArray, states: Sequence[npt.NDArray[np.generic]]

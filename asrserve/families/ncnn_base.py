@@ -18,7 +18,7 @@ search once per stream and frame on (1, D) x (P, D), as sherpa-ncnn does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.errors import ModelLoadError
-from asrserve.families.base import FloatArray, State, TransducerModel
+from asrserve.families.base import FloatArray, State, TransducerModel, meta_int
 
 NCNN_CONTEXT_SIZE = 2
 
@@ -73,6 +73,19 @@ class NcnnTransducer(TransducerModel):
         probe = self.run_decoder(np.zeros((1, NCNN_CONTEXT_SIZE), dtype=np.int64))
         logits = self.run_joiner(np.zeros((1, encoder_dim), np.float32), probe)
         self.vocab_size = int(logits.shape[1])
+
+    def _numbered_blobs(self, n: int, implied_by: str) -> tuple[list[str], list[str]]:
+        """``in0..in{n-1}`` and ``out0..out{n-1}``, checked against the encoder graph."""
+        ins, outs = [f"in{i}" for i in range(n)], [f"out{i}" for i in range(n)]
+        have_in = {t.name for t in self.encoder.inputs}
+        have_out = {t.name for t in self.encoder.outputs}
+        if have_in != set(ins) or have_out != set(outs):
+            raise ModelLoadError(
+                f"{self.encoder.path}: metadata implies {implied_by} ({n} inputs/outputs "
+                f"named in0../out0..), the graph has {len(have_in)} inputs and "
+                f"{len(have_out)} outputs"
+            )
+        return ins, outs
 
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
         """Per stream: ``features`` (N, chunk, 80), states with a leading batch axis."""
@@ -139,3 +152,12 @@ def register_ncnn(model_type: int) -> Callable[[type[NcnnTransducer]], type[Ncnn
         return cls
 
     return deco
+
+
+def check_model_type(meta: Mapping[str, str], where: str, expected: int, family: str) -> None:
+    """Refuse an encoder whose SherpaMetaData model type (key 0) is not ``expected``."""
+    model_type = meta_int(meta, "0", where)
+    if model_type != expected:
+        raise ModelLoadError(
+            f"{where}: SherpaMetaData model type is {model_type}, {family} is {expected}"
+        )

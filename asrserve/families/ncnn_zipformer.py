@@ -39,7 +39,12 @@ import numpy.typing as npt
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import FloatArray, State, StateSpec, meta_int, meta_ints
-from asrserve.families.ncnn_base import NCNN_MODEL_TYPES, NcnnTransducer, register_ncnn
+from asrserve.families.ncnn_base import (
+    NCNN_MODEL_TYPES,
+    NcnnTransducer,
+    check_model_type,
+    register_ncnn,
+)
 
 ZIPFORMER_MODEL_TYPE = NCNN_MODEL_TYPES["zipformer"]
 STATE_KINDS = ("cached_len", "cached_avg", "cached_key", "cached_val", "cached_val2")
@@ -53,12 +58,7 @@ class NcnnZipformerTransducer(NcnnTransducer):
 
     def __init__(self, encoder: NcnnSession, decoder: NcnnSession, joiner: NcnnSession) -> None:
         meta, where = encoder.metadata, encoder.path
-        model_type = meta_int(meta, "0", where)
-        if model_type != ZIPFORMER_MODEL_TYPE:
-            raise ModelLoadError(
-                f"{where}: SherpaMetaData model type is {model_type}, "
-                f"Zipformer is {ZIPFORMER_MODEL_TYPE}"
-            )
+        check_model_type(meta, where, ZIPFORMER_MODEL_TYPE, "Zipformer")
         version = int(meta.get("15", "0") or 0)
         if version < 1:
             raise ModelLoadError(
@@ -102,16 +102,7 @@ class NcnnZipformerTransducer(NcnnTransducer):
         ]
         self._shapes = [spec.shape[1:] for spec in self.state_specs]
         n = 1 + _STATES_PER_STACK * num_stacks
-        self._in_names = [f"in{i}" for i in range(n)]
-        self._out_names = [f"out{i}" for i in range(n)]
-        have_in = {t.name for t in encoder.inputs}
-        have_out = {t.name for t in encoder.outputs}
-        if have_in != set(self._in_names) or have_out != set(self._out_names):
-            raise ModelLoadError(
-                f"{where}: metadata implies {num_stacks} encoder stacks "
-                f"({n} inputs/outputs named in0../out0..), the graph has "
-                f"{len(have_in)} inputs and {len(have_out)} outputs"
-            )
+        self._in_names, self._out_names = self._numbered_blobs(n, f"{num_stacks} encoder stacks")
 
     def run_encoder_one(
         self, features: FloatArray, states: Sequence[npt.NDArray[np.generic]]

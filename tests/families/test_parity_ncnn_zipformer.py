@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import asrserve
@@ -21,7 +20,7 @@ from tests.reference import (
     TAIL_PADDING_S,
     asrserve_decode,
     asrserve_decode_batched,
-    sherpa_ncnn_decode,
+    sherpa_ncnn_mismatches,
     sherpa_ncnn_recognizer,
 )
 
@@ -69,18 +68,7 @@ def test_test_wavs_match_sherpa_ncnn(
     pytest.importorskip("sherpa_ncnn")
     ref = sherpa_ncnn_recognizer(model_dir, method)
     ours = _ours(model_dir, method)
-    mismatches = []
-    for wav in tiny_wavs[:6]:
-        x, sr = read_wav(wav)
-        piece = x.size if piece_s is None else int(piece_s * sr)
-        ids, want_ts = sherpa_ncnn_decode(ref, x, sr, piece)
-        assert ids, f"reference produced nothing for {wav.name}"
-        want = [ours.symbols.piece(i) for i in ids]
-        got, got_ts = asrserve_decode(ours, x, sr, piece)
-        if got != want:
-            mismatches.append((wav.name, "".join(want), "".join(got)))
-        else:
-            np.testing.assert_allclose(got_ts, want_ts, atol=1e-3, err_msg=wav.name)
+    mismatches = sherpa_ncnn_mismatches(ref, ours, tiny_wavs[:6], piece_s)
     assert not mismatches, mismatches
 
 
