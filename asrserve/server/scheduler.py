@@ -115,7 +115,8 @@ class Scheduler:
             self._new.append(slot)
 
     def step(self) -> StepResult:
-        """Advance every stream by at most one chunk.
+        """Take the slots' input, then decode in rounds (at most
+        ``_MAX_ROUNDS_PER_STEP``, one chunk per ready stream each) and report.
 
         Returns the outcomes per slot and how many streams are still ready.
         """
@@ -142,14 +143,25 @@ class Scheduler:
         # Rounds: every stream with a ready chunk advances by one per encoder
         # call, until none is left (streams get audio in bursts of a few
         # chunks) or the round cap is reached, so a stream can catch up.
+        # A stream at an endpoint sits out the remaining rounds, so that its
+        # segment ends exactly where a chunk-by-chunk check would end it.
         touched: set[int] = set()
+        held: set[int] = set()
         for _ in range(_MAX_ROUNDS_PER_STEP):
-            ready = [s for s in live if s.stream is not None and rec.is_ready(s.stream)]
+            ready = [
+                s
+                for s in live
+                if s.stream is not None
+                and not s.done
+                and id(s) not in held
+                and rec.is_ready(s.stream)
+            ]
             if not ready:
                 break
             for i in range(0, len(ready), self.max_batch_size):
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
             touched.update(id(s) for s in ready)
+            held.update(id(s) for s in ready if s.stream is not None and rec.is_endpoint(s.stream))
         for slot in live:
             s = slot.stream
             if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):

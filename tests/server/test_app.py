@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import asrserve
-from asrserve.config import EndpointConfig, ServerConfig
+from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
 from asrserve.server.app import AsrServer
 from tests.conftest import BUILTIN, read_wav
 
@@ -320,7 +320,7 @@ def test_flush_finalizes_a_segment(recognizer: asrserve.Recognizer) -> None:
 def test_endpointing_splits_segments(recognizer: asrserve.Recognizer) -> None:
     x, sr = read_wav(WAVS[0])
     silence = np.zeros(sr * 2, dtype=np.float32)
-    audio = np.concatenate([x, silence, x])
+    audio = np.concatenate([silence[: sr // 10], x, silence, x])  # 0.1 s lead: off the step grid
 
     async def body(_: AsrServer, url: str) -> None:
         async with connect(url) as ws:
@@ -335,11 +335,38 @@ def test_endpointing_splits_segments(recognizer: asrserve.Recognizer) -> None:
             msgs = await messages(ws)
         fs = finals(msgs)
         assert [f["segment"] for f in fs] == [0, 1]
-        assert fs[0]["text"]
-        assert fs[1]["text"]
         assert fs[1]["start"] > x.size / sr
+        # the same segments as the core checking for an endpoint after every chunk
+        want = _core_segments(recognizer, audio, sr, endpoint)
+        assert [(f["tokens"], f["timestamps"], f["start"]) for f in fs] == want
 
+    endpoint = EndpointConfig(
+        enabled=True,
+        rule2=EndpointRule(
+            must_contain_nonsilence=True, min_trailing_silence=0.8, min_utterance_length=0.0
+        ),
+    )
     serve(recognizer, body)
+
+
+def _core_segments(
+    rec: asrserve.Recognizer, audio: npt.NDArray[np.float32], sr: int, endpoint: EndpointConfig
+) -> list[tuple[list[str], list[float], float]]:
+    s = rec.create_stream(endpoint=endpoint)
+    s.accept_waveform(sr, audio)
+    s.input_finished()
+    out = []
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+        if rec.is_endpoint(s):
+            r = rec.get_result(s)
+            rec.reset(s)
+            if r.text:
+                out.append((r.tokens, r.timestamps, r.start_time))
+    r = rec.get_result(s)
+    if r.text:
+        out.append((r.tokens, r.timestamps, r.start_time))
+    return out
 
 
 def test_shutdown_sends_finals_then_1001(
