@@ -226,9 +226,9 @@ class AsrServer:
                 await conn.drained.wait()
 
     async def _end_on_limit(self, conn: _Connection, reason: str) -> None:
-        self.metrics.count_error("limit")
         if conn.end_code is not None:
             return
+        self.metrics.count_error("limit")
         conn.end_code = (CLOSE_POLICY, reason)
         if conn.session.dialect is Dialect.ASRSERVE:
             await conn.outbox.put(conn.session.error_message("limit", f"{reason}; input ended"))
@@ -318,6 +318,8 @@ class AsrServer:
                     conn.drained.set()
 
     def _backlogged(self, slot: StreamSlot) -> bool:
+        if slot.done or slot.abandoned:  # nothing will drain it any more
+            return False
         return slot.pending_s + slot.backlog_s > self.config.max_backlog_s
 
     def _deliver(self, conn: _Connection, outcomes: list[Outcome]) -> None:
