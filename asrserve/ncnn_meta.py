@@ -27,6 +27,7 @@ from asrserve.backends.ncnn import (
     META_NAME,
     read_param_layers,
     read_param_lines,
+    with_meta_line,
 )
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.ncnn_base import NCNN_MODEL_TYPES
@@ -104,16 +105,6 @@ def meta_line(model_type: str, values: Mapping[str, Value]) -> str:
         )
     params = " ".join(fields[k] for k in sorted(fields))
     return f"{META_LAYER:<24} {META_NAME:<24} 0 0 {params}"
-
-
-def with_meta_line(lines: Sequence[str], line: str) -> list[str]:
-    """``.param`` lines (magic and count lines first) with ``line`` as the first
-    layer, replacing any ``SherpaMetaData`` layer, and the layer count updated."""
-    counts = lines[1].split()
-    layers = [x for x in lines[2:] if x.strip() and x.split(maxsplit=1)[0] != META_LAYER]
-    removed = sum(1 for x in lines[2:] if x.strip()) - len(layers)
-    counts[0] = str(int(counts[0]) - removed + 1)
-    return [lines[0], " ".join(counts), line, *layers]
 
 
 def add_meta(param: Path, line: str, output: Path | None = None) -> Path:

@@ -76,7 +76,11 @@ def read_param_lines(path: Path) -> list[str]:
 
 def read_param_layers(path: Path) -> list[ParamLayer]:
     """The layers of a text ``.param``, checked against the header's layer count."""
-    lines = read_param_lines(path)
+    return parse_param_layers(read_param_lines(path), path)
+
+
+def parse_param_layers(lines: Sequence[str], path: Path) -> list[ParamLayer]:
+    """The layers of ``.param`` ``lines`` (as read by :func:`read_param_lines`)."""
     try:
         n_layers = int(lines[1].split()[0])
     except (IndexError, ValueError):
@@ -111,14 +115,16 @@ def metadata_of(path: Path, layers: Sequence[ParamLayer]) -> dict[str, str] | No
     return None
 
 
-def strip_meta_layer(param_text: str) -> str:
-    """The ``.param`` text without its ``SherpaMetaData`` line, the layer count
-    on line 2 lowered to match (the layer has no blobs)."""
-    lines = param_text.split("\n")
-    kept = [ln for ln in lines[2:] if ln.split()[:1] != [META_LAYER]]
-    dropped = len(lines) - 2 - len(kept)
-    n_layers, n_blobs = lines[1].split()[:2]
-    return "\n".join([lines[0], f"{int(n_layers) - dropped} {n_blobs}", *kept])
+def with_meta_line(lines: Sequence[str], line: str | None) -> list[str]:
+    """``.param`` lines (magic and count lines first) with every ``SherpaMetaData``
+    layer removed and ``line`` (if given) as the first layer; the layer count
+    updated (the metadata layer has no blobs)."""
+    counts = lines[1].split()
+    layers = [x for x in lines[2:] if x.strip() and x.split(maxsplit=1)[0] != META_LAYER]
+    removed = sum(1 for x in lines[2:] if x.strip()) - len(layers)
+    added = [line] if line is not None else []
+    counts[0] = str(int(counts[0]) - removed + len(added))
+    return [lines[0], " ".join(counts), *added, *layers]
 
 
 class NcnnSession:
@@ -144,7 +150,8 @@ class NcnnSession:
         for f in (p, b):
             if not f.is_file():
                 raise ModelLoadError(f"{f}: model file not found")
-        layers = read_param_layers(p)
+        lines = read_param_lines(p)
+        layers = parse_param_layers(lines, p)
         self.path = str(p)
         self.fp16 = fp16
         self.metadata: Mapping[str, str] = metadata_of(p, layers) or {}
@@ -163,9 +170,7 @@ class NcnnSession:
                 net.register_custom_layer(kind, creator, lambda _layer: None)
         # The metadata layer never runs: load the graph without it, so stock
         # ncnn needs no layer registered for it.
-        text = strip_meta_layer(p.read_text(encoding="utf-8")) if self.metadata else None
-        loaded = net.load_param_mem(text) if text is not None else net.load_param(str(p))
-        if loaded != 0:
+        if net.load_param_mem("\n".join(with_meta_line(lines, None))) != 0:
             unknown = self._unknown_layers(ncnn, layers)
             hint = f"; layer types ncnn does not know: {', '.join(unknown)}" if unknown else ""
             raise ModelLoadError(f"{p}: ncnn could not load the graph{hint}")

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from asrserve.backends.base import BackendOptions
-from asrserve.backends.ncnn import NcnnSession, metadata_of, read_param_layers
+from asrserve.backends.ncnn import NcnnSession
 from asrserve.backends.ncnn_layers import sherpa_custom_layers
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import ModelFiles, meta_int, pick_file
@@ -44,22 +44,21 @@ def ncnn_families() -> dict[int, type[NcnnTransducer]]:
     return NCNN_FAMILIES
 
 
-def _family(encoder: Path) -> type[NcnnTransducer]:
-    meta = metadata_of(encoder, read_param_layers(encoder))
-    if meta is None:
+def _family(encoder: NcnnSession) -> type[NcnnTransducer]:
+    if not encoder.metadata:
         types = "|".join(NCNN_MODEL_TYPES)
         raise ModelLoadError(
-            f"{encoder}: no SherpaMetaData layer, so the model type is unknown; add it with "
-            f"'asrserve ncnn-meta {encoder} --model-type {types} ...' "
+            f"{encoder.path}: no SherpaMetaData layer, so the model type is unknown; add it "
+            f"with 'asrserve ncnn-meta {encoder.path} --model-type {types} ...' "
             "(see 'asrserve ncnn-meta --help')"
         )
-    model_type = meta_int(meta, "0", f"{encoder} SherpaMetaData")
+    model_type = meta_int(encoder.metadata, "0", f"{encoder.path} SherpaMetaData")
     families = ncnn_families()
     cls = families.get(model_type)
     if cls is None:
         known = ", ".join(f"{t} ({c.family})" for t, c in sorted(families.items()))
         raise ModelLoadError(
-            f"{encoder}: unsupported SherpaMetaData model type {model_type} (known: {known})"
+            f"{encoder.path}: unsupported SherpaMetaData model type {model_type} (known: {known})"
         )
     return cls
 
@@ -75,11 +74,11 @@ def load_ncnn_transducer(
         raise ConfigError(
             f"ncnn models run on the CPU; provider {opts.provider!r} is not supported"
         )
-    cls = _family(files.encoder)
     fp16 = files.precision != "fp32"
     # sherpa-ncnn registers its custom layers (Zipformer's) on every encoder
     layers = sherpa_custom_layers()
     encoder = NcnnSession(files.encoder, None, opts, fp16=fp16, custom_layers=layers)
+    cls = _family(encoder)
     # Decoder and joiner run one row at a time: threads would only add wake-ups.
     small = replace(opts, num_threads=1)
     decoder = NcnnSession(files.decoder, None, small, fp16=fp16)
