@@ -84,12 +84,12 @@ class ModifiedBeamSearch:
         blank_penalty: float = 0.0,
         *,
         per_stream: bool = False,
-        joiner_frame: Callable[[FloatArray, FloatArray], FloatArray] | None = None,
+        joiner_frame: Callable[[FloatArray, FloatArray], FloatArray],
         context_fill: int = -1,
         keep_context: bool = True,
     ) -> None:
         self.joiner = joiner
-        self.joiner_frame = joiner_frame or self._repeat_frame
+        self.joiner_frame = joiner_frame
         self.per_stream = per_stream
         self.decoder = decoder
         self.skip_ids = frozenset(skip_ids)
@@ -97,9 +97,6 @@ class ModifiedBeamSearch:
         self.blank_penalty = blank_penalty
         self.context_fill = context_fill
         self.keep_context = keep_context
-
-    def _repeat_frame(self, encoder_frame: FloatArray, decoder_out: FloatArray) -> FloatArray:
-        return self.joiner(np.repeat(encoder_frame[None, :], len(decoder_out), axis=0), decoder_out)
 
     def initial(self, context_graph: ContextGraph | None = None) -> BeamState:
         ys = initial_context(self.decoder.context_size, self.context_fill)

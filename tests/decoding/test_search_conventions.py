@@ -45,7 +45,12 @@ def greedy(fake: Fake, **kwargs: Any) -> GreedySearch:
 
 
 def beam(fake: Fake, **kwargs: Any) -> ModifiedBeamSearch:
-    return ModifiedBeamSearch(fake.joiner, DecoderCache(fake.decoder, 2), beam=2, **kwargs)
+    def joiner_frame(frame: FloatArray, dec: FloatArray) -> FloatArray:
+        return fake.joiner(np.repeat(frame[None, :], len(dec), axis=0), dec)
+
+    return ModifiedBeamSearch(
+        fake.joiner, DecoderCache(fake.decoder, 2), beam=2, joiner_frame=joiner_frame, **kwargs
+    )
 
 
 @pytest.mark.parametrize("make", [greedy, beam])
