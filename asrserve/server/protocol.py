@@ -248,7 +248,6 @@ class Session:
         self.dialect = Dialect.UNKNOWN
         self.state = State.AWAITING_FIRST
         self.segments = 0
-        self._last_partial: tuple[int, str] | None = None
 
     # --- client → server --------------------------------------------------
     def receive(self, frame: str | bytes) -> list[Command]:
@@ -359,15 +358,12 @@ class Session:
     def result(
         self, result: Result, end_time: float, *, final: bool, eof: bool = False
     ) -> list[Command]:
-        """A result of the current segment. Partials are sent only when the
-        text changed (sherpa dialect: always, as sherpa-onnx does)."""
+        """A result of the current segment (the scheduler offers partials only
+        when the hypothesis changed)."""
         if self.dialect is Dialect.SHERPA:
             return [Send(json.dumps(sherpa_json(result, final or eof, eof)))]
-        if not final and self._last_partial == (result.segment, result.text):
-            return []
         if eof and not result.text and self.segments:
             return []  # nothing after the last endpoint: no empty final
-        self._last_partial = (result.segment, result.text) if not final else None
         if final:
             self.segments += 1
         return [Send(json.dumps(asrserve_json(result, end_time, final)))]

@@ -165,7 +165,8 @@ class Scheduler:
         for slot in live:
             s = slot.stream
             if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
-                outcomes.setdefault(id(slot), []).extend(self._report(slot))
+                report = self._report(slot, at_endpoint=id(slot) in held)
+                outcomes.setdefault(id(slot), []).extend(report)
         ready_now = 0
         for slot in live:
             if slot.stream is not None and not slot.done:
@@ -224,7 +225,10 @@ class Scheduler:
         chunk_s = self.recognizer.model.chunk_shift * self.recognizer.frame_shift_s
         self.metrics.observe_batch(len(streams), time.perf_counter() - t0, chunk_s * len(streams))
 
-    def _report(self, slot: StreamSlot) -> list[Outcome]:
+    def _report(self, slot: StreamSlot, *, at_endpoint: bool) -> list[Outcome]:
+        """What the slot's client should hear after this step's rounds;
+        ``at_endpoint``: the rounds found the stream at an endpoint (they
+        check every stream after each chunk)."""
         rec = self.recognizer
         stream = slot.stream
         if stream is None or slot.done:
@@ -233,8 +237,7 @@ class Scheduler:
         ready = rec.is_ready(stream)
         finished = stream.is_finished and not ready
         flush = slot.flushing and not ready
-        endpoint = not (finished or flush) and rec.is_endpoint(stream)
-        if not (finished or flush or endpoint):
+        if not (finished or flush or at_endpoint):
             # A partial only when the hypothesis changed: building and sending
             # the whole segment's result every chunk is what costs.
             ids = rec.token_ids(stream)

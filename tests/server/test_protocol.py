@@ -170,12 +170,14 @@ def test_flush_stop_and_eof() -> None:
     assert eof[-1].code == CLOSE_NORMAL
 
 
-def test_partials_only_when_text_changes() -> None:
+def test_empty_last_segment_sends_no_final() -> None:
     s = _session()
     s.receive('{"type": "start"}')
     r = Result(text="A", tokens=["▁A"], timestamps=[0.1])
-    assert len(s.result(r, 0.3, final=False)) == 1
-    assert s.result(r, 0.6, final=False) == []
     assert len(s.result(r, 0.9, final=True)) == 1
     # an empty last segment after an endpoint sends no empty final
     assert s.result(Result(segment=1), 1.2, final=True, eof=True) == []
+    # but a stream that never said anything still gets its (empty) final
+    fresh = _session()
+    fresh.receive('{"type": "start"}')
+    assert len(fresh.result(Result(), 0.5, final=True, eof=True)) == 1
