@@ -1,0 +1,139 @@
+"""Streaming calibration: the inputs each graph sees while real audio is decoded.
+
+The fp32 model decodes every calibration file through the normal streaming
+path (one stream at a time, greedy search), so encoder feeds carry warm
+caches and joiner feeds pair real encoder frames with the decoder outputs
+of the tokens greedy search actually emitted. A graph's session is wrapped
+while decoding and keeps copies of its feeds (a bounded, evenly spread
+sample when there are more than ``max_feeds``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.config import DecodingConfig
+from asrserve.core.recognizer import Recognizer
+from asrserve.errors import ConfigError
+
+Feed = dict[str, npt.NDArray[np.generic]]
+ROLES = ("encoder", "decoder", "joiner")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def audio_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, directories expanded to their audio files (sorted)."""
+    found: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise ConfigError(f"{p}: no such calibration audio file or directory")
+    return found
+
+
+class _Reservoir:
+    """Keeps a uniform sample of at most ``limit`` items of a stream (seeded)."""
+
+    def __init__(self, limit: int, seed: int) -> None:
+        self.limit = limit
+        self.items: list[Feed] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, item: Feed) -> None:
+        self.seen += 1
+        if len(self.items) < self.limit:
+            self.items.append(item)
+            return
+        j = self._rng.randrange(self.seen)
+        if j < self.limit:
+            self.items[j] = item
+
+
+class RecordingSession:
+    """A session proxy that copies every feed into a reservoir."""
+
+    def __init__(self, inner: Any, store: _Reservoir) -> None:
+        self._inner = inner
+        self._store = store
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.generic]], *args: Any, **kw: Any) -> Any:
+        self._store.add({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self._inner.run(feeds, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@dataclass
+class CalibrationSet:
+    """Recorded feeds per graph role, in the graph's own input names."""
+
+    feeds: dict[str, list[Feed]] = field(default_factory=lambda: {r: [] for r in ROLES})
+    seconds: float = 0.0
+    files: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.feeds.values())
+
+
+def record_feeds(
+    recognizer: Recognizer,
+    audio: Sequence[Path],
+    *,
+    max_feeds: int = 512,
+    progress: bool = False,
+    seed: int = 0,
+) -> CalibrationSet:
+    """Decode ``audio`` with ``recognizer``'s fp32 model and keep what each graph saw."""
+    if not audio:
+        raise ConfigError("calibration needs at least one audio file (--calib)")
+    model = recognizer.model
+    stores = {r: _Reservoir(max_feeds, seed + i) for i, r in enumerate(ROLES)}
+    originals = {r: getattr(model, r) for r in ROLES}
+    out = CalibrationSet()
+    rate = recognizer.feature_config.sample_rate
+    try:
+        for r in ROLES:
+            setattr(model, r, RecordingSession(originals[r], stores[r]))
+        for path in _progress(audio, progress, "calibrating"):
+            from asrserve.audio import load_audio
+
+            samples = load_audio(path, rate)
+            stream = recognizer.create_stream(decoding=DecodingConfig(method="greedy"))
+            stream.accept_waveform(rate, samples)
+            stream.input_finished()
+            recognizer.decode_stream(stream)
+            out.seconds += samples.size / rate
+            out.files += 1
+    finally:
+        for r in ROLES:
+            setattr(model, r, originals[r])
+    for r in ROLES:
+        out.feeds[r] = stores[r].items
+    if not out.feeds["encoder"]:
+        raise ConfigError(
+            f"calibration audio ({out.seconds:.2f} s in {out.files} files) is too short "
+            "for one encoder chunk"
+        )
+    return out
+
+
+def _progress(items: Sequence[Path], show: bool, what: str) -> Iterator[Path]:
+    if not show:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=what, unit="file", leave=False)
