@@ -1,4 +1,4 @@
-"""Command line: ``asrserve transcribe | serve | client | mic | models | ncnn-meta``.
+"""Command line: ``asrserve transcribe | serve | client | mic | models | ncnn-meta | quantize``.
 
 Each subcommand is split into argument parsing and a ``run_*`` function
 that returns the exit code, so tests call them without a subprocess.
@@ -53,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from asrserve.clients.commands import add_parsers
     from asrserve.ncnn_meta import add_parser as add_ncnn_meta
+    from asrserve.quantize.command import add_parser as add_quantize
 
     add_parsers(sub)
     add_ncnn_meta(sub)
+    add_quantize(sub)
 
     sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
     _add_model_args(sv)
@@ -253,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         return run_models(args)
     if args.command == "serve":
         return run_serve(args)
-    if args.command in ("client", "mic", "ncnn-meta"):
+    if args.command in ("client", "mic", "ncnn-meta", "quantize"):
         code: int = args.func(args)
         return code
     raise AssertionError(args.command)

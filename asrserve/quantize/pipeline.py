@@ -1,0 +1,325 @@
+"""``asrserve quantize``: convert a model directory, measure it, gate it.
+
+The converted model is written to a temporary folder beside ``out``, measured
+against the fp32 model it came from, then moved to ``out`` — or, when the
+WER gate fails, to ``out/rejected`` (so nothing loadable sits at ``out``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asrserve.errors import ConfigError, ModelLoadError
+from asrserve.families.base import ModelFiles, find_model_files
+from asrserve.quantize.calibration import CalibrationSet, audio_files, record_feeds
+from asrserve.quantize.evaluation import (
+    Comparison,
+    EvalItem,
+    compare,
+    output_cosine,
+    read_eval_list,
+)
+
+MODES = ("fp16", "int8-dynamic", "int8-static", "int8-smoothquant")
+NCNN_MODES = ("int8-static",)
+REPORT_NAME = "quantize-report.json"
+_ROLES = ("encoder", "decoder", "joiner")
+
+
+@dataclass
+class QuantizeOptions:
+    mode: str
+    calib: list[Path] = field(default_factory=list)
+    """Calibration audio files or folders."""
+    eval_list: Path | None = None
+    max_wer_increase: float | None = None
+    exclude: list[str] = field(default_factory=list)
+    method: str = "minmax"
+    per_channel: bool | None = None
+    """Per-output-channel weight scales; default: on for static modes, off for dynamic."""
+    alpha: float = 0.5
+    op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm"])
+    include_decoder: bool = False
+    exclude_front_end: bool = True
+    max_feeds: int = 512
+    num_threads: int = 1
+    overwrite: bool = False
+    progress: bool = False
+
+    def validate(self) -> QuantizeOptions:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.max_feeds < 1:
+            raise ConfigError("--max-calib-feeds must be at least 1")
+        return self
+
+
+@dataclass
+class QuantizeResult:
+    report: dict[str, Any]
+    accepted: bool
+    model_dir: Path
+
+
+def _split_audio(
+    calib: list[Path], eval_items: list[EvalItem] | None
+) -> tuple[list[Path], list[EvalItem]]:
+    """Calibration files and the held-out set the report measures on.
+
+    With an eval list, all calibration audio calibrates; without one, the
+    last fifth of the calibration files (at least one) is held out, unless
+    there is only one file."""
+    if eval_items is not None:
+        return calib, eval_items
+    if len(calib) < 2:
+        return calib, [EvalItem(p, None) for p in calib]
+    held = max(1, len(calib) // 5)
+    return calib[:-held], [EvalItem(p, None) for p in calib[-held:]]
+
+
+def _copy_side_files(files: ModelFiles, dst: Path) -> None:
+    for extra in (files.tokens, files.bpe_model):
+        if extra is not None:
+            shutil.copy2(extra, dst / extra.name)
+
+
+def _convert_onnx(
+    files: ModelFiles, work: Path, opts: QuantizeOptions, calib: CalibrationSet | None
+) -> dict[str, Any]:
+    from asrserve.quantize import onnx_modes
+    from asrserve.quantize.smoothquant import smooth_model
+
+    details: dict[str, Any] = {"excluded": {}, "smoothquant": {}}
+    suffix = ".fp16.onnx" if opts.mode == "fp16" else ".int8.onnx"
+    for role in _ROLES:
+        src: Path = getattr(files, role)
+        if role == "decoder" and opts.mode != "fp16" and not opts.include_decoder:
+            shutil.copy2(src, work / "decoder.onnx")  # small, and sensitive: kept fp32
+            continue
+        dst = work / f"{role}{suffix}"
+        if opts.mode == "fp16":
+            onnx_modes.to_fp16(src, dst)
+        elif opts.mode == "int8-dynamic":
+            details["excluded"][role] = onnx_modes.int8_dynamic(
+                src,
+                dst,
+                op_types=opts.op_types,
+                per_channel=bool(opts.per_channel),
+                exclude=opts.exclude,
+            )
+        else:
+            assert calib is not None
+            model: Any = onnx_modes.load_fp32(src)
+            feeds = calib.feeds[role]
+            if opts.mode == "int8-smoothquant":
+                model, summary = smooth_model(model, feeds, alpha=opts.alpha)
+                details["smoothquant"][role] = asdict(summary)
+            details["excluded"][role] = onnx_modes.int8_static(
+                model,
+                dst,
+                feeds,
+                method=opts.method,
+                op_types=opts.op_types,
+                per_channel=opts.per_channel is not False,
+                exclude=opts.exclude,
+                exclude_front_end=opts.exclude_front_end,
+                progress=opts.progress,
+                name=src.name,
+            )
+    return details
+
+
+def _convert_ncnn(
+    files: ModelFiles, work: Path, opts: QuantizeOptions, calib: CalibrationSet
+) -> dict[str, Any]:
+    from asrserve.quantize.ncnn_int8 import quantize_ncnn_int8
+
+    summary = quantize_ncnn_int8(
+        files.encoder.parent, work, calib, exclude=opts.exclude, progress=opts.progress
+    )
+    return {"ncnn": asdict(summary) if hasattr(summary, "__dataclass_fields__") else summary}
+
+
+def _graph_sizes(files: ModelFiles) -> dict[str, int]:
+    sizes = {}
+    for role in _ROLES:
+        path: Path = getattr(files, role)
+        sizes[role] = path.stat().st_size
+        if files.backend == "ncnn":
+            sizes[role] += path.with_suffix(".bin").stat().st_size
+    return sizes
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a directory")
+        if any(out.iterdir()) and not overwrite:
+            raise ConfigError(f"{out}: not empty; pass --overwrite or choose another --out")
+
+
+def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> QuantizeResult:
+    """Convert ``model_dir``'s fp32 model as ``options`` say; see the module doc."""
+    import asrserve
+
+    opts = options.validate()
+    _prepare_out(out, opts.overwrite)
+    files = find_model_files(model_dir, "fp32")
+    ncnn = files.backend == "ncnn"
+    if ncnn and opts.mode not in NCNN_MODES:
+        raise ConfigError(
+            f"{model_dir}: an ncnn model; ncnn quantization is --to int8-static "
+            "(KL-calibrated ncnn int8); ncnn already stores weights as fp16 by default"
+        )
+    if opts.max_wer_increase is not None and not (opts.eval_list or opts.calib):
+        raise ConfigError("--max-wer-increase needs audio to measure on: pass --eval or --calib")
+    eval_items = read_eval_list(opts.eval_list) if opts.eval_list else None
+    calib_audio, held_out = _split_audio(audio_files(opts.calib), eval_items)
+    needs_calib = opts.mode in ("int8-static", "int8-smoothquant")
+    if needs_calib and not calib_audio:
+        raise ConfigError(f"--to {opts.mode} needs calibration audio (--calib FILE_OR_DIR ...)")
+
+    reference = asrserve.load_model(model_dir, precision="fp32", num_threads=opts.num_threads)
+    calib = (
+        record_feeds(reference, calib_audio, max_feeds=opts.max_feeds, progress=opts.progress)
+        if needs_calib
+        else None
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _copy_side_files(files, work)
+        if ncnn:
+            assert calib is not None
+            details = _convert_ncnn(files, work, opts, calib)
+        else:
+            details = _convert_onnx(files, work, opts, calib)
+        report = _measure(reference, files, work, opts, held_out, details)
+        report["calibration"] = (
+            {
+                "files": calib.files,
+                "seconds": round(calib.seconds, 2),
+                "feeds": {k: len(v) for k, v in calib.feeds.items()},
+            }
+            if calib is not None
+            else None
+        )
+        increase = report["eval"]["wer_increase"] if report.get("eval") else None
+        accepted = opts.max_wer_increase is None or (
+            increase is not None and increase <= opts.max_wer_increase
+        )
+        report["gate"] = {
+            "max_wer_increase": opts.max_wer_increase,
+            "wer_increase": increase,
+            "accepted": accepted,
+        }
+        final = out if accepted else out / "rejected"
+        report["output"] = str(final)
+        (work / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        if accepted and out.exists():
+            shutil.rmtree(out)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(work), str(final))
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return QuantizeResult(report, accepted, final)
+
+
+def _measure(
+    reference: Any,
+    files: ModelFiles,
+    work: Path,
+    opts: QuantizeOptions,
+    held_out: Sequence[EvalItem],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    import asrserve
+
+    try:
+        candidate = asrserve.load_model(work, num_threads=opts.num_threads)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"the converted model does not load: {exc}") from exc
+    new_files = find_model_files(work)
+    before, after = _graph_sizes(files), _graph_sizes(new_files)
+    report: dict[str, Any] = {
+        "mode": opts.mode,
+        "source": str(files.encoder.parent),
+        "backend": files.backend,
+        "options": {
+            "method": opts.method if opts.mode in ("int8-static", "int8-smoothquant") else None,
+            "per_channel": opts.per_channel,
+            "alpha": opts.alpha if opts.mode == "int8-smoothquant" else None,
+            "op_types": opts.op_types,
+            "exclude": opts.exclude,
+        },
+        "files": {r: getattr(new_files, r).name for r in _ROLES},
+        "sizes": {r: {"fp32": before[r], "converted": after[r]} for r in _ROLES},
+        **details,
+    }
+    if not held_out:
+        report["cosine"], report["eval"] = None, None
+        return report
+    probe = record_feeds(reference, [i.audio for i in held_out], max_feeds=256, seed=1)
+    report["cosine"] = output_cosine(reference, candidate, probe.feeds)
+    result: Comparison = compare(reference, candidate, held_out)
+    report["eval"] = {
+        **asdict(result),
+        "wer_increase": result.wer_increase,
+        "references": result.wer_reference is not None,
+    }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The printed table."""
+    lines = [f"asrserve quantize --to {report['mode']}: {report['output']}"]
+    lines.append(
+        f"{'graph':<8} {'file':<22} {'fp32 MB':>8} {'new MB':>8} {'ratio':>6}  cosine mean / min"
+    )
+    cos = report.get("cosine") or {}
+    total_before = total_after = 0
+    for role in _ROLES:
+        size = report["sizes"][role]
+        total_before += size["fp32"]
+        total_after += size["converted"]
+        c = cos.get(role)
+        sim = f"{c['mean']:.5f} / {c['min']:.5f}" if c else "-"
+        lines.append(
+            f"{role:<8} {report['files'][role]:<22} {size['fp32'] / 1e6:>8.2f} "
+            f"{size['converted'] / 1e6:>8.2f} {size['converted'] / size['fp32']:>6.2f}  {sim}"
+        )
+    lines.append(
+        f"{'total':<8} {'':<22} {total_before / 1e6:>8.2f} {total_after / 1e6:>8.2f} "
+        f"{total_after / total_before:>6.2f}"
+    )
+    ev = report.get("eval")
+    if ev:
+        if ev["references"]:
+            lines.append(
+                f"WER on {ev['files']} files: fp32 {ev['wer_reference']:.2f}%  "
+                f"{report['mode']} {ev['wer_candidate']:.2f}%  ({ev['wer_increase']:+.2f} points)"
+            )
+        lines.append(f"WER against the fp32 transcripts: {ev['wer_vs_fp32']:.2f}%")
+        lines.append(
+            f"decode time {report['mode']} / fp32: {ev['speed_ratio']:.2f} "
+            f"({ev['seconds_candidate']:.2f} s vs {ev['seconds_fp32']:.2f} s, best of 2)"
+        )
+    else:
+        lines.append("no audio given: pass --eval or --calib to measure accuracy and speed")
+    gate = report["gate"]
+    if gate["max_wer_increase"] is not None:
+        verdict = "passed" if gate["accepted"] else "FAILED: model written to rejected/"
+        lines.append(
+            f"gate: WER increase {gate['wer_increase']:+.2f} <= {gate['max_wer_increase']} points: "
+            f"{verdict}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""WER, evaluation lists, and the ONNX node selection helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from asrserve.errors import ConfigError, ModelLoadError
+from asrserve.quantize.evaluation import read_eval_list, wer, word_errors
+from asrserve.quantize.onnx_modes import excluded_nodes, front_end_nodes, load_fp32
+
+
+def test_word_errors() -> None:
+    assert word_errors("the cat sat", "the cat sat") == (0, 3)
+    assert word_errors("the cat sat", "The bat sat down") == (2, 3)  # 1 sub + 1 ins
+    assert word_errors("a b c", "") == (3, 3)
+    assert wer(["a b", "c d"], ["a b", "c"]) == pytest.approx(25.0)
+
+
+def test_eval_list_accepts_paths_and_ids(tmp_path: Path, tiny_wavs: list[Path]) -> None:
+    (tmp_path / "utt1.wav").write_bytes(tiny_wavs[0].read_bytes())
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# comment\nutt1 HELLO WORLD\n\n{tiny_wavs[1]}\tSECOND ONE\n")
+    items = read_eval_list(listing)
+    assert [i.audio for i in items] == [tmp_path / "utt1.wav", tiny_wavs[1]]
+    assert [i.text for i in items] == ["HELLO WORLD", "SECOND ONE"]
+    listing.write_text("nowhere SOME TEXT\n")
+    with pytest.raises(ConfigError, match=r"list.txt:1: no audio file for 'nowhere'"):
+        read_eval_list(listing)
+    listing.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        read_eval_list(listing)
+
+
+def test_front_end_is_the_leading_convolutions(tiny_lstm_dir: Path) -> None:
+    enc = onnx.load(str(tiny_lstm_dir / "encoder.onnx"))
+    assert front_end_nodes(enc) == [
+        "/embed/conv/conv.0/Conv",
+        "/embed/conv/conv.2/Conv",
+        "/embed/conv/conv.4/Conv",
+        "/embed/out/MatMul",
+    ]
+    assert front_end_nodes(onnx.load(str(tiny_lstm_dir / "joiner.onnx"))) == []
+    chosen = excluded_nodes(enc, ["/ff/*"], front_end=False)
+    assert chosen
+    assert all(n.startswith("/ff/") for n in chosen)
+
+
+def test_load_fp32_refuses_foreign_files(tmp_path: Path) -> None:
+    bad = tmp_path / "encoder.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+        load_fp32(bad)
