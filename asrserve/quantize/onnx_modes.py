@@ -121,17 +121,19 @@ def _require_targets(
         )
 
 
-def to_fp16(src: Path, dst: Path, *, keep_fp32_ops: Sequence[str] = ()) -> None:
+def to_fp16(src: Path, dst: Path, *, exclude: Sequence[str] = ()) -> list[str]:
     """Weights and arithmetic in fp16; inputs and outputs stay as they were
-    (Cast nodes at the boundary). ``keep_fp32_ops`` stay fp32 inside."""
+    (Cast nodes at the boundary). Nodes matching ``exclude`` stay fp32, as do
+    op types onnxruntime's converter knows to lack fp16 kernels. Returns the
+    excluded nodes."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     onnx = import_onnx()
     model = load_fp32(src)
-    converted = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(keep_fp32_ops) or None
-    )
+    skip = excluded_nodes(model, exclude, front_end=False)
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=skip or None)
     onnx.save(converted, str(dst))
+    return skip
 
 
 def int8_dynamic(

@@ -104,7 +104,7 @@ def _convert_onnx(
             continue
         dst = work / f"{role}{suffix}"
         if opts.mode == "fp16":
-            onnx_modes.to_fp16(src, dst)
+            details["excluded"][role] = onnx_modes.to_fp16(src, dst, exclude=opts.exclude)
         elif opts.mode == "int8-dynamic":
             details["excluded"][role] = onnx_modes.int8_dynamic(
                 src,
