@@ -99,10 +99,15 @@ def load_model(
 
     ``spin=False`` keeps idle inference threads from busy-waiting (servers)."""
     model_dir = resolve_model_dir(path_or_name)
+    backend = BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
+    from asrserve.families.layouts import LoadOptions, find_layout
+
+    layout = find_layout(model_dir)
+    if layout is not None:
+        options = LoadOptions(backend, precision, decoding, endpoint, tail_padding_s)
+        return layout.load_recognizer(model_dir, options)  # type: ignore[no-any-return]
     files = find_model_files(model_dir, precision, _catalog_layout(path_or_name))
-    model = load_transducer(
-        files, BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
-    )
+    model = load_transducer(files, backend)
     symbols = SymbolTable.from_file(files.tokens)
     return Recognizer(
         model,

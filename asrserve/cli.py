@@ -23,7 +23,12 @@ EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model directory or catalog name (default: demo)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "int8", "int8-dynamic", "int8-static"],
+        help="which model files to load (int8-dynamic/int8-static: NeMo export folders)",
+    )
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "coreml"])
     p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
