@@ -2,7 +2,8 @@
 
 The model is the real upstream sherpa-ncnn Conv-Emformer graph with random
 weights (``shared/models/ncnn-conv-emformer-random-weights``, see its
-SOURCE.md); the weights are generated once per machine into the pytest cache.
+SOURCE.md); the weights are generated once per machine into the pytest cache (the
+``emformer_dir`` fixture in ``tests/conftest.py``).
 Its ``reference_outputs.json`` holds sherpa-ncnn 2.1.15's tokens for the six
 test wavs (whole file, then 0.5 s of zeros), fp16 and int8 sets, greedy and
 modified beam search with 4 active paths.
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,10 +33,10 @@ import asrserve
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.errors import ModelLoadError
 from asrserve.families.conv_emformer import ConvEmformerTransducer
-from tests.conftest import SHARED_MODELS, read_wav
+from tests.conftest import CONV_EMFORMER, read_wav
 from tests.reference import feed_batched
 
-SOURCE = SHARED_MODELS / "ncnn-conv-emformer-random-weights"
+SOURCE = CONV_EMFORMER
 WAVS = [f"{i}.wav" for i in range(6)]
 LIVE_WAVS = ["1.wav", "2.wav"]  # the shortest: sherpa-ncnn live costs as much as we do
 METHODS = {"greedy": "greedy_search", "modified_beam": "modified_beam_search"}
@@ -134,23 +133,6 @@ class Runs:
             )
             self._sherpa[precision, method] = wrapper.recognizer  # streams made per wav
         return self._sherpa[precision, method]
-
-
-@pytest.fixture(scope="session")
-def emformer_dir(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete model dir (params, generated bins, tokens) outside the repo's tracked files."""
-    make = SOURCE / "generate" / "make_weights.py"
-    if not make.is_file():
-        pytest.skip(f"shared Conv-Emformer fixture not found at {SOURCE}")
-    cache = getattr(pytestconfig, "cache", None)
-    name = "ncnn-conv-emformer-random-weights"
-    out = Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
-    done = subprocess.run(
-        [sys.executable, str(make), "--out", str(out)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"make_weights.py failed:\n{done.stdout}\n{done.stderr}")
-    return out
 
 
 @pytest.fixture(scope="session")
