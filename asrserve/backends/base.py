@@ -45,8 +45,8 @@ class BackendOptions:
 class Session(Protocol):
     """One loaded graph.
 
-    ``run`` takes feeds by input name and returns the outputs in
-    ``outputs`` order.
+    ``run`` takes feeds by input name and returns the named outputs (all,
+    in ``outputs`` order, by default).
     """
 
     path: str
@@ -58,5 +58,7 @@ class Session(Protocol):
     activation quantization), so batching changes results slightly."""
 
     def run(
-        self, feeds: Mapping[str, npt.NDArray[np.generic]]
+        self,
+        feeds: Mapping[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str] | None = None,
     ) -> Sequence[npt.NDArray[np.generic]]: ...

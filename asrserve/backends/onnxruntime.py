@@ -84,5 +84,10 @@ class OrtSession:
         self.metadata: Mapping[str, str] = dict(meta)
         self.batch_dependent = _has_dynamic_quantization(p)
 
-    def run(self, feeds: Mapping[str, npt.NDArray[np.generic]]) -> list[npt.NDArray[np.generic]]:
-        return self._sess.run(self._output_names, dict(feeds))  # type: ignore[no-any-return]
+    def run(
+        self,
+        feeds: Mapping[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str] | None = None,
+    ) -> list[npt.NDArray[np.generic]]:
+        names = list(outputs) if outputs is not None else self._output_names
+        return self._sess.run(names, dict(feeds))  # type: ignore[no-any-return]

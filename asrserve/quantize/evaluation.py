@@ -95,9 +95,10 @@ def output_cosine(
         sims = []
         ref_session = getattr(reference.model, role)
         cand_session = getattr(candidate.model, role)
+        first = [ref_session.outputs[0].name]
         for feed in feeds.get(role, []):
-            a = np.asarray(ref_session.run(feed)[0], dtype=np.float64).ravel()
-            b = np.asarray(cand_session.run(feed)[0], dtype=np.float64).ravel()
+            a = np.asarray(ref_session.run(feed, first)[0], dtype=np.float64).ravel()
+            b = np.asarray(cand_session.run(feed, first)[0], dtype=np.float64).ravel()
             denom = float(np.linalg.norm(a) * np.linalg.norm(b))
             sims.append(float(a @ b) / denom if denom > 0 else float(np.array_equal(a, b)))
         if sims:

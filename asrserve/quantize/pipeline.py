@@ -143,7 +143,13 @@ def _convert_ncnn(
     summary = quantize_ncnn_int8(
         files.encoder.parent, work, calib, exclude=opts.exclude, progress=opts.progress
     )
-    return {"ncnn": asdict(summary) if hasattr(summary, "__dataclass_fields__") else summary}
+    return {
+        "excluded": {role: net.kept_float for role, net in summary.nets.items()},
+        "ncnn_int8": {
+            role: {"quantized": net.quantized, "bottom_scales": net.bottom_scales}
+            for role, net in summary.nets.items()
+        },
+    }
 
 
 def _graph_sizes(files: ModelFiles) -> dict[str, int]:
@@ -262,7 +268,7 @@ def _measure(
             "exclude": opts.exclude,
         },
         "files": {r: getattr(new_files, r).name for r in _ROLES},
-        "sizes": {r: {"fp32": before[r], "converted": after[r]} for r in _ROLES},
+        "sizes": {r: {"source": before[r], "converted": after[r]} for r in _ROLES},
         **details,
     }
     if not held_out:
@@ -282,23 +288,25 @@ def _measure(
 def format_report(report: dict[str, Any]) -> str:
     """The printed table."""
     lines = [f"asrserve quantize --to {report['mode']}: {report['output']}"]
+    width = max(len(name) for name in report["files"].values())
     lines.append(
-        f"{'graph':<8} {'file':<22} {'fp32 MB':>8} {'new MB':>8} {'ratio':>6}  cosine mean / min"
+        f"{'graph':<8} {'file':<{width}} {'src MB':>8} {'new MB':>8} {'ratio':>6}  "
+        "cosine mean / min"
     )
     cos = report.get("cosine") or {}
     total_before = total_after = 0
     for role in _ROLES:
         size = report["sizes"][role]
-        total_before += size["fp32"]
+        total_before += size["source"]
         total_after += size["converted"]
         c = cos.get(role)
         sim = f"{c['mean']:.5f} / {c['min']:.5f}" if c else "-"
         lines.append(
-            f"{role:<8} {report['files'][role]:<22} {size['fp32'] / 1e6:>8.2f} "
-            f"{size['converted'] / 1e6:>8.2f} {size['converted'] / size['fp32']:>6.2f}  {sim}"
+            f"{role:<8} {report['files'][role]:<{width}} {size['source'] / 1e6:>8.2f} "
+            f"{size['converted'] / 1e6:>8.2f} {size['converted'] / size['source']:>6.2f}  {sim}"
         )
     lines.append(
-        f"{'total':<8} {'':<22} {total_before / 1e6:>8.2f} {total_after / 1e6:>8.2f} "
+        f"{'total':<8} {'':<{width}} {total_before / 1e6:>8.2f} {total_after / 1e6:>8.2f} "
         f"{total_after / total_before:>6.2f}"
     )
     ev = report.get("eval")

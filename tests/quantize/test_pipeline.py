@@ -43,10 +43,10 @@ def test_writes_model_and_report(quantized: tuple[str, Any]) -> None:
     assert report["files"]["encoder"] == f"encoder{suffix}"
     assert (result.model_dir / "tokens.txt").is_file()
     enc = report["sizes"]["encoder"]
-    assert enc["converted"] < (0.55 if mode == "fp16" else 0.35) * enc["fp32"]
+    assert enc["converted"] < (0.55 if mode == "fp16" else 0.35) * enc["source"]
     # fp16 converts the decoder too; int8 modes leave it fp32, as upstream does
     dec = report["sizes"]["decoder"]
-    assert (dec["converted"] < dec["fp32"]) == (mode == "fp16")
+    assert (dec["converted"] < dec["source"]) == (mode == "fp16")
     for role in ("encoder", "joiner"):
         assert report["cosine"][role]["mean"] > 0.995, role
     ev = report["eval"]
@@ -129,3 +129,19 @@ def test_refuses_an_already_quantized_model(tmp_path: Path, tiny_lstm_dir: Path)
         (d / name.replace(".int8", "")).write_bytes((tiny_lstm_dir / name).read_bytes())
     with pytest.raises(ModelLoadError, match="already quantized"):
         quantize_model(d, tmp_path / "out", QuantizeOptions(mode="int8-dynamic"))
+
+
+def test_ncnn_model_gets_ncnn_int8(
+    tiny_lstm_ncnn_dir: Path, calib_wavs: list[Path], eval_list: Path, tmp_path: Path
+) -> None:
+    """An ncnn directory goes through the ncnn int8 writer; the report measures it."""
+    opts = QuantizeOptions(mode="int8-static", calib=calib_wavs, eval_list=eval_list)
+    result = quantize_model(tiny_lstm_ncnn_dir, tmp_path / "q", opts)
+    report = result.report
+    assert report["backend"] == "ncnn"
+    assert report["files"]["encoder"] == "encoder_jit_trace-pnnx.ncnn.int8.param"
+    assert report["files"]["decoder"] == "decoder_jit_trace-pnnx.ncnn.param"
+    assert report["ncnn_int8"]["encoder"]["quantized"]
+    assert report["cosine"]["joiner"]["mean"] > 0.99
+    assert report["eval"]["wer_increase"] < 5.0
+    assert asrserve.load_model(result.model_dir).transcribe(read_eval_list(eval_list)[0].audio).text
