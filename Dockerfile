@@ -9,7 +9,7 @@ WORKDIR /opt/asrserve
 COPY pyproject.toml README.md ./
 COPY asrserve ./asrserve
 COPY models ./models
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e '.[ncnn,quantize]'
 
 EXPOSE 6006
 # Default: the WebSocket server on port 6006 with the built-in demo model.
