@@ -53,3 +53,31 @@ def test_load_fp32_refuses_foreign_files(tmp_path: Path) -> None:
     bad.write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
         load_fp32(bad)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_static_calibration_methods(
+    method: str, tiny_lstm_dir: Path, calib_wavs: list[Path], tmp_path: Path
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    import asrserve
+    from asrserve.quantize.calibration import record_feeds
+    from asrserve.quantize.onnx_modes import int8_static
+
+    rec = asrserve.load_model(tiny_lstm_dir, precision="fp32")
+    feeds = record_feeds(rec, calib_wavs[:2], max_feeds=64).feeds["joiner"]
+    out = tmp_path / f"joiner.{method}.onnx"
+    int8_static(tiny_lstm_dir / "joiner.onnx", out, feeds, method=method)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    ref = ort.InferenceSession(str(tiny_lstm_dir / "joiner.onnx"))
+    got = ort.InferenceSession(str(out))
+    for feed in feeds[:8]:
+        a, b = ref.run(None, feed)[0].ravel(), got.run(None, feed)[0].ravel()
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
+    with pytest.raises(ConfigError, match="unknown calibration method"):
+        int8_static(tiny_lstm_dir / "joiner.onnx", out, feeds, method="kl")
+    with pytest.raises(ConfigError, match="calibration set is empty"):
+        int8_static(tiny_lstm_dir / "joiner.onnx", out, [], method=method)
