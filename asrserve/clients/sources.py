@@ -153,7 +153,8 @@ class MicrophoneSource:
             raise AudioDeviceError(f"cannot open {self.device_name!r}: {exc}") from exc
         self._wake = lambda: loop.call_soon_threadsafe(queue.put_nowait, None)
         if self._stopped:  # stop() came first; checked after _wake is set, so nothing is lost
-            queue.put_nowait(None)
+            # queued behind the blocks the callback already scheduled, not ahead of them
+            loop.call_soon(queue.put_nowait, None)
         try:
             yield self.sample_rate, np.zeros(0, np.float32)
             while (chunk := await queue.get()) is not None:
