@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -41,10 +42,22 @@ from asrserve.server.protocol import (
     Stop,
 )
 from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
+from asrserve.server.web import WEB_FILES, web_file
 
 log = logging.getLogger("asrserve.server")
 
 _SHERPA_CLOSE_WAIT_S = 5.0
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
 
 
 class _Connection:
@@ -159,10 +172,11 @@ class AsrServer:
         if path == "/healthz":
             status = HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else HTTPStatus.OK
             return ws.respond(status, "shutting down\n" if self._stopping else "ok\n")
+        if path in WEB_FILES and "upgrade" not in request.headers.get("Connection", "").lower():
+            return _response(HTTPStatus.OK, *web_file(path))
         if path == "/metrics":
-            resp = ws.respond(HTTPStatus.OK, self.metrics.render())
-            resp.headers["Content-Type"] = "text/plain; version=0.0.4"
-            return resp
+            body = self.metrics.render().encode()
+            return _response(HTTPStatus.OK, body, "text/plain; version=0.0.4")
         if self._stopping:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "server is shutting down\n")
         if len(self._open) >= self.config.max_connections:

@@ -395,7 +395,10 @@ def test_healthz_and_plain_http(recognizer: asrserve.Recognizer) -> None:
         base = url.replace("ws://", "http://")
         status, text = await asyncio.to_thread(http_get, base + "/healthz")
         assert (status, text) == (200, "ok\n")
-        status, _ = await asyncio.to_thread(http_get, base + "/")
+        status, text = await asyncio.to_thread(http_get, base + "/")
+        assert status == 200  # the browser page; WebSocket clients upgrade on the same path
+        assert "<html" in text
+        status, _ = await asyncio.to_thread(http_get, base + "/anything-else")
         assert status == 426  # a WebSocket endpoint, not a web page
 
     serve(recognizer, body)
