@@ -1,9 +1,10 @@
-"""The asyncio WebSocket server: sockets ↔ :mod:`protocol` ↔ :mod:`scheduler`.
+"""The asyncio server: sockets ↔ :mod:`protocol` ↔ :mod:`scheduler`.
 
-This is the only asyncio module. Decoding runs in ``decode_threads`` lanes,
-each a scheduler on its own thread with its share of the streams (like
-sherpa-onnx's work threads); the event loop only moves frames, wakes the
-lanes and answers HTTP probes.
+This is the only asyncio module. aiohttp carries HTTP and WebSocket on one
+port (probes, the browser page, and the streaming dialects). Decoding runs
+in ``decode_threads`` lanes, each a scheduler on its own thread with its
+share of the streams (like sherpa-onnx's work threads); the event loop only
+moves frames, wakes the lanes and answers HTTP.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from aiohttp import WSMsgType, web
 
 from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
@@ -47,23 +46,53 @@ from asrserve.server.web import WEB_FILES, web_file
 log = logging.getLogger("asrserve.server")
 
 _SHERPA_CLOSE_WAIT_S = 5.0
+_HEARTBEAT_S = 20.0
 
 
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-        ]
-    )
-    return Response(status.value, status.phrase, headers, body)
+class _ClosedError(Exception):
+    """The WebSocket is closed (by either side)."""
+
+
+class _Socket:
+    """The few WebSocket operations the server needs, over aiohttp's."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self.closed = asyncio.Event()
+        """Set once the receiving side saw the connection end."""
+
+    async def recv(self) -> str | bytes:
+        msg = await self._ws.receive()
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return msg.data  # type: ignore[no-any-return]
+        raise _ClosedError
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            if isinstance(data, str):
+                await self._ws.send_str(data)
+            else:
+                await self._ws.send_bytes(data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise _ClosedError from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.close(code=code, message=reason.encode()[:120])
+
+
+def _text(status: HTTPStatus, text: str) -> web.Response:
+    return web.Response(status=status.value, text=text, headers={"Cache-Control": "no-cache"})
+
+
+def _wants_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
-    def __init__(self, ws: ServerConnection, session: Session) -> None:
+    def __init__(self, ws: _Socket, session: Session) -> None:
         self.ws = ws
         self.session = session
         self.slot: StreamSlot | None = None
@@ -92,9 +121,12 @@ class AsrServer:
         recognizer: Recognizer,
         config: ServerConfig | None = None,
         defaults: SessionConfig | None = None,
+        *,
+        model_name: str = "asrserve",
     ) -> None:
         self.config = (config or ServerConfig()).validate()
         self.recognizer = recognizer
+        self.model_name = model_name
         self.defaults = defaults or SessionConfig(
             sample_rate=self.config.sample_rate,
             decoding=recognizer.decoding,
@@ -109,28 +141,37 @@ class AsrServer:
         self._conns: dict[int, _Connection] = {}  # by id(slot) once started
         self._open: set[_Connection] = set()
         self._stopping = False
-        self._server: Server | None = None
+        self._runner: web.AppRunner | None = None
 
     # --- lifecycle ----------------------------------------------------------
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/{tail:.*}", self._websocket_or_page)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return None
+
     async def start(self) -> None:
         c = self.config
-        self._server = await serve(
-            self._handle,
-            c.host,
-            c.port,
-            process_request=self._process_request,
-            max_size=c.max_message_bytes,
-            max_queue=4,
-            compression=None,
+        app = web.Application()
+        self._routes(app)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl_context())
+        await site.start()
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._decode_loop(lane))
-        log.info("listening on ws://%s:%d", c.host, self.port)
+        log.info("listening on %s://%s:%d", "ws", c.host, self.port)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._runner is not None
+        port: int = self._runner.addresses[0][1]
         return port
 
     async def __aenter__(self) -> AsrServer:
@@ -141,11 +182,11 @@ class AsrServer:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, finish every open stream (finals sent), close 1001."""
-        if self._server is None or self._stopping:
+        """Refuse new streams (503, ``/readyz`` unready), finish every open
+        stream (finals sent), close 1001, then stop listening."""
+        if self._runner is None or self._stopping:
             return
         self._stopping = True
-        self._server.close(close_connections=False)
         for conn in list(self._open):
             conn.end_code = (CLOSE_GOING_AWAY, "server shutting down")
             if conn.slot is None:
@@ -157,8 +198,7 @@ class AsrServer:
             async with asyncio.timeout(self.config.shutdown_timeout_s):
                 while self._open:
                     await asyncio.sleep(0.02)
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
+        await self._runner.cleanup()
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()
@@ -166,36 +206,73 @@ class AsrServer:
                     await lane.task
             lane.executor.shutdown(wait=True)
 
-    # --- HTTP probes and admission -------------------------------------------
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            status = HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else HTTPStatus.OK
-            return ws.respond(status, "shutting down\n" if self._stopping else "ok\n")
-        if path in WEB_FILES and "upgrade" not in request.headers.get("Connection", "").lower():
-            return _response(HTTPStatus.OK, *web_file(path))
-        if path == "/metrics":
-            body = self.metrics.render().encode()
-            return _response(HTTPStatus.OK, body, "text/plain; version=0.0.4")
+    # --- HTTP ----------------------------------------------------------------
+    async def _healthz(self, _: web.Request) -> web.Response:
+        """Liveness: the process answers (also while draining)."""
+        return _text(HTTPStatus.OK, "draining\n" if self._stopping else "ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        """Readiness: the model is loaded and new streams are taken."""
         if self._stopping:
-            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "server is shutting down\n")
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        if len(self._open) >= self.config.max_connections:
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "full\n")
+        return _text(HTTPStatus.OK, "ready\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render().encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4", "Cache-Control": "no-cache"},
+        )
+
+    async def _models(self, _: web.Request) -> web.Response:
+        entry = {"id": self.model_name, "object": "model", "owned_by": "asrserve"}
+        return web.json_response({"object": "list", "data": [entry]})
+
+    def _refusal(self) -> web.Response | None:
+        """Why a new stream cannot start now, as the HTTP answer to its upgrade."""
+        if self._stopping:
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "server is shutting down\n")
         if len(self._open) >= self.config.max_connections:
             self.metrics.rejected_total += 1
             n = self.config.max_connections
-            return ws.respond(
+            return _text(
                 HTTPStatus.SERVICE_UNAVAILABLE, f"server is full: {n} of {n} streams active\n"
             )
         return None
 
+    async def _websocket_or_page(self, request: web.Request) -> web.StreamResponse:
+        if not _wants_upgrade(request):
+            if request.path in WEB_FILES:
+                body, content_type = web_file(request.path)
+                return web.Response(
+                    body=body, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
+                )
+            resp = _text(HTTPStatus.UPGRADE_REQUIRED, "a WebSocket endpoint: connect with ws://\n")
+            resp.headers["Upgrade"] = "websocket"
+            return resp
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        ws = web.WebSocketResponse(
+            max_msg_size=self.config.max_message_bytes, heartbeat=_HEARTBEAT_S, compress=False
+        )
+        await ws.prepare(request)
+        await self._handle(_Socket(ws))
+        return ws
+
     # --- one connection -------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: _Socket) -> None:
         conn = _Connection(ws, Session(self.defaults, self.recognizer.feature_config.sample_rate))
         self._open.add(conn)
         self.metrics.active_streams = len(self._open)
         self.metrics.connections_total += 1
         sender = asyncio.create_task(self._send_loop(conn))
         try:
-            await self._receive_loop(conn)
+            try:
+                await self._receive_loop(conn)
+            finally:
+                ws.closed.set()
             await sender
         finally:
             sender.cancel()
@@ -229,7 +306,7 @@ class AsrServer:
                 # keep reading so the client's close is seen; no more input is taken
                 deadline = float("inf")
                 continue
-            except ConnectionClosed:
+            except _ClosedError:
                 return
             for cmd in conn.session.receive(frame):
                 await self._apply(conn, cmd)
@@ -289,7 +366,7 @@ class AsrServer:
                     if cmd.data == "Done!":  # sherpa dialect: the client closes
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(_SHERPA_CLOSE_WAIT_S):
-                                await ws.wait_closed()
+                                await ws.closed.wait()
                         await ws.close(*(conn.end_code or (1000, "end of input")))
                         return
                 else:
@@ -298,7 +375,7 @@ class AsrServer:
                         code, reason = conn.end_code
                     await ws.close(code, reason)
                     return
-        except ConnectionClosed:
+        except _ClosedError:
             return
 
     # --- the decode loop --------------------------------------------------------
