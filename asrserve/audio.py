@@ -7,6 +7,7 @@ model's sample rate.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -65,15 +66,26 @@ def read_audio(path: str | Path) -> tuple[FloatArray, int]:
     Returns ``(samples, sample_rate)``; multi-channel audio is downmixed by
     averaging the channels.
     """
-    import soundfile as sf
-
     p = Path(path)
     if not p.is_file():
         raise AudioFormatError(f"{p}: no such audio file")
+    return _decode(str(p), str(p))
+
+
+def decode_audio_bytes(data: bytes, name: str = "upload") -> tuple[FloatArray, int]:
+    """:func:`read_audio` for an in-memory file (an upload)."""
+    import io
+
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Any, name: str) -> tuple[FloatArray, int]:
+    import soundfile as sf
+
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types
-        raise AudioFormatError(f"{p}: cannot decode audio ({exc})") from exc
+        raise AudioFormatError(f"{name}: cannot decode audio ({exc})") from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 

@@ -109,6 +109,36 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
     p.add_argument("--max-session-s", type=float, default=d.max_session_s)
+    p.add_argument(
+        "--max-audio-s", type=float, default=d.max_audio_s, help="audio seconds per session"
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=d.max_upload_bytes / 2**20,
+        help="largest file POST /v1/audio/transcriptions takes (413 above)",
+    )
+    p.add_argument(
+        "--max-connections-per-ip", type=int, default=d.max_connections_per_ip, help="0: no limit"
+    )
+    p.add_argument(
+        "--max-streams-per-token", type=int, default=d.max_streams_per_token, help="0: no limit"
+    )
+    p.add_argument(
+        "--auth-token-file",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (or ?token=) with a token of this file; "
+        "one per line, reloaded on SIGHUP",
+    )
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss://")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser Origin allowed to connect (repeatable; default: any)",
+    )
     p.add_argument("--no-endpoint", action="store_true", help="never end segments by silence")
     p.add_argument("--rule1-min-trailing-silence", type=float, default=2.4)
     p.add_argument("--rule2-min-trailing-silence", type=float, default=1.2)
@@ -133,6 +163,14 @@ def run_serve(args: argparse.Namespace) -> int:
         max_backlog_s=args.max_backlog_s,
         idle_timeout_s=args.idle_timeout_s,
         max_session_s=args.max_session_s,
+        max_audio_s=args.max_audio_s,
+        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_streams_per_token=args.max_streams_per_token,
+        auth_token_file=args.auth_token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allowed_origins=tuple(args.allowed_origin),
     ).validate()
     endpoint = EndpointConfig(
         enabled=not args.no_endpoint,

@@ -149,6 +149,14 @@ class ServerConfig:
     idle_timeout_s: float = 30.0
     max_session_s: float = 3600.0
     shutdown_timeout_s: float = 10.0
+    max_audio_s: float = 3600.0  # audio seconds one session may send
+    max_upload_bytes: int = 25 * 1024 * 1024  # POST /v1/audio/transcriptions
+    max_connections_per_ip: int = 0  # 0: no per-address limit
+    max_streams_per_token: int = 0  # 0: no per-token limit
+    auth_token_file: str | None = None  # one token per line; None: no auth
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
@@ -163,7 +171,21 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_backlog_s", "idle_timeout_s", "max_session_s", "shutdown_timeout_s"):
+        for name in ("max_connections_per_ip", "max_streams_per_token"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: no limit), got {getattr(self, name)}")
+        if self.max_upload_bytes < 1:
+            raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        seconds = (
+            "max_backlog_s",
+            "idle_timeout_s",
+            "max_session_s",
+            "shutdown_timeout_s",
+            "max_audio_s",
+        )
+        for name in seconds:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_wait_ms < 0:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import ssl
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
@@ -22,7 +23,9 @@ from aiohttp import WSMsgType, web
 from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
 from asrserve.errors import ConfigError
+from asrserve.server.auth import Quota, TokenStore, fingerprint, presented_token
 from asrserve.server.metrics import Metrics
+from asrserve.server.openai_api import TranscriptionsRoute, openai_error
 from asrserve.server.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -89,6 +92,31 @@ def _wants_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PUBLIC = frozenset({"/healthz", "/readyz", "/"})
+"""Plain GETs answered without a token (probes, the page and its /web/ assets);
+a WebSocket upgrade always needs one."""
+
+
+def _refuse(request: web.Request, status: HTTPStatus, message: str) -> web.Response:
+    if request.path.startswith("/v1/"):
+        return openai_error(status.value, message, code=status.phrase.lower().replace(" ", "_"))
+    return _text(status, message + "\n")
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {exc}"
+        ) from exc
+    return ctx
+
+
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
@@ -100,6 +128,7 @@ class _Connection:
         self.drained = asyncio.Event()
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
         self.lane: _Lane | None = None
+        self.audio_s = 0.0  # audio received, in seconds
 
 
 class _Lane:
@@ -142,6 +171,12 @@ class AsrServer:
         self._open: set[_Connection] = set()
         self._stopping = False
         self._runner: web.AppRunner | None = None
+        c = self.config
+        self.tokens = TokenStore(c.auth_token_file) if c.auth_token_file else None
+        self._per_ip = Quota(c.max_connections_per_ip)
+        self._per_token = Quota(c.max_streams_per_token)
+        self._ssl = _ssl_context(c)
+        self._uploads = ThreadPoolExecutor(c.decode_threads, thread_name_prefix="asrserve-upload")
 
     # --- lifecycle ----------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
@@ -149,24 +184,54 @@ class AsrServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        transcriptions = TranscriptionsRoute(
+            self.recognizer, self._uploads, self.config.max_upload_bytes, self.model_name
+        )
+        app.router.add_post("/v1/audio/transcriptions", transcriptions.handle)
         app.router.add_get("/{tail:.*}", self._websocket_or_page)
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        return None
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Origin allow-list and bearer tokens, before any handler (and so
+        before any WebSocket upgrade or model work)."""
+        origin = request.headers.get("Origin")
+        allowed = self.config.allowed_origins
+        if origin and allowed and origin not in allowed:
+            self.metrics.count_error("forbidden_origin")
+            return _refuse(request, HTTPStatus.FORBIDDEN, f"origin {origin!r} is not allowed")
+        public = not _wants_upgrade(request) and (
+            request.path in _PUBLIC or request.path.startswith("/web/")
+        )
+        if self.tokens is not None and not public:
+            token = presented_token(request.headers, request.query)
+            if not self.tokens.check(token):
+                self.metrics.count_error("unauthorized")
+                log.info(
+                    "refused %s %s from %s: %s",
+                    request.method,
+                    request.path,
+                    request.remote,
+                    "bad token " + fingerprint(token) if token else "no token",
+                )
+                resp = _refuse(request, HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token")
+                resp.headers["WWW-Authenticate"] = "Bearer"
+                return resp
+        return await handler(request)
 
     async def start(self) -> None:
         c = self.config
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         self._routes(app)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl_context())
+        site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl)
         await site.start()
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._decode_loop(lane))
-        log.info("listening on %s://%s:%d", "ws", c.host, self.port)
+        scheme = "wss" if self._ssl else "ws"
+        log.info("listening on %s://%s:%d", scheme, c.host, self.port)
 
     @property
     def port(self) -> int:
@@ -205,6 +270,7 @@ class AsrServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task
             lane.executor.shutdown(wait=True)
+        self._uploads.shutdown(wait=True)
 
     # --- HTTP ----------------------------------------------------------------
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -254,12 +320,43 @@ class AsrServer:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
+        address = request.remote or "?"
+        # streams per token count only where tokens are required
+        token = (
+            fingerprint(presented_token(request.headers, request.query) or "")
+            if self.tokens is not None
+            else ""
+        )
+        if self._per_ip.full(address):
+            self.metrics.count_error("limit")
+            n = self._per_ip.limit
+            msg = f"too many connections from {address}: the limit is {n}\n"
+            return _text(HTTPStatus.TOO_MANY_REQUESTS, msg)
+        if token and self._per_token.full(token):
+            self.metrics.count_error("limit")
+            n = self._per_token.limit
+            return _text(HTTPStatus.TOO_MANY_REQUESTS, f"too many streams for this token: {n}\n")
         ws = web.WebSocketResponse(
             max_msg_size=self.config.max_message_bytes, heartbeat=_HEARTBEAT_S, compress=False
         )
-        await ws.prepare(request)
-        await self._handle(_Socket(ws))
+        self._per_ip.acquire(address)
+        self._per_token.acquire(token)
+        try:
+            await ws.prepare(request)
+            await self._handle(_Socket(ws))
+        finally:
+            self._per_ip.release(address)
+            self._per_token.release(token)
         return ws
+
+    def reload_tokens(self) -> None:
+        """Reread the token file (SIGHUP); a bad file keeps the old tokens."""
+        if self.tokens is None:
+            return
+        try:
+            self.tokens.reload()
+        except ConfigError as exc:
+            log.error("auth: keeping the previous tokens: %s", exc)
 
     # --- one connection -------------------------------------------------------
     async def _handle(self, ws: _Socket) -> None:
@@ -344,6 +441,11 @@ class AsrServer:
             return
         elif conn.slot is not None:
             if isinstance(cmd, Audio):
+                conn.audio_s += cmd.samples.size / conn.slot.config.sample_rate
+                if conn.audio_s > self.config.max_audio_s:
+                    limit = self.config.max_audio_s
+                    await self._end_on_limit(conn, f"more than {limit:g} s of audio")
+                    return
                 conn.slot.push(cmd.samples)
             elif isinstance(cmd, Flush):
                 conn.slot.flush()
@@ -442,6 +544,7 @@ async def run_server(recognizer: Recognizer, config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AsrServer(recognizer, config):
+    async with AsrServer(recognizer, config) as server:
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         await stop.wait()
         log.info("shutting down: finishing open streams")

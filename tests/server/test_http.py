@@ -1,0 +1,394 @@
+"""HTTP beside the WebSocket: the OpenAI transcription API, probes, auth, TLS, limits.
+
+Every test runs its own server on an ephemeral loopback port, bounded by
+``asyncio.timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import asrserve
+from asrserve.config import EndpointConfig, ServerConfig
+from asrserve.errors import ConfigError
+from asrserve.server.app import AsrServer
+from asrserve.server.openai_api import transcribe_segments
+from tests.conftest import BUILTIN, read_wav
+
+WAVS = sorted((BUILTIN / "test_wavs").glob("*.wav"))
+TIMEOUT_S = 60
+TOKEN = "s3cret-token-123"
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> asrserve.Recognizer:
+    return asrserve.load_model(BUILTIN, endpoint=EndpointConfig(enabled=False))
+
+
+def serve(
+    recognizer: asrserve.Recognizer,
+    body: Callable[[AsrServer, str], Awaitable[None]],
+    **config: Any,
+) -> None:
+    async def main() -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            cfg = ServerConfig(port=0, **config)
+            async with AsrServer(recognizer, cfg, model_name="tiny-lstm") as server:
+                scheme = "https" if cfg.tls_cert else "http"
+                await body(server, f"{scheme}://127.0.0.1:{server.port}")
+
+    asyncio.run(main())
+
+
+def request(
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=20, context=context) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def multipart(fields: dict[str, str], file: bytes, filename: str = "a.wav") -> tuple[bytes, str]:
+    """A raw multipart/form-data body, as curl -F builds it."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f'filename="{filename}"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
+        + file
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def expected_text(recognizer: asrserve.Recognizer, wav: Path) -> str:
+    x, sr = read_wav(wav)
+    return transcribe_segments(recognizer, x, sr).text
+
+
+def test_openai_client(recognizer: asrserve.Recognizer) -> None:
+    """The official ``openai`` client, pointed at the loopback server."""
+    openai = pytest.importorskip("openai")
+    wav = WAVS[0]
+    want = expected_text(recognizer, wav)
+    assert want
+
+    async def body(_: AsrServer, base: str) -> None:
+        def call() -> tuple[Any, ...]:
+            client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+            with wav.open("rb") as f:
+                plain = client.audio.transcriptions.create(model="tiny-lstm", file=f)
+            with wav.open("rb") as f:
+                verbose = client.audio.transcriptions.create(
+                    model="tiny-lstm",
+                    file=f,
+                    response_format="verbose_json",
+                    timestamp_granularities=["word", "segment"],
+                )
+            with wav.open("rb") as f:
+                text = client.audio.transcriptions.create(
+                    model="tiny-lstm", file=f, response_format="text"
+                )
+            models = client.models.list()
+            return plain, verbose, text, models
+
+        plain, verbose, text, models = await asyncio.to_thread(call)
+        assert plain.text == want
+        assert verbose.text == want
+        assert verbose.duration == pytest.approx(read_wav(wav)[0].size / 16000, abs=1e-3)
+        assert " ".join(w.word for w in verbose.words) == want
+        starts = [w.start for w in verbose.words]
+        assert starts == sorted(starts)
+        assert all(w.end >= w.start for w in verbose.words)
+        assert verbose.segments
+        assert verbose.segments[0].text
+        assert str(text).strip() == want
+        assert [m.id for m in models.data] == ["tiny-lstm"]
+
+    serve(recognizer, body)
+
+
+def test_raw_multipart_formats_and_errors(recognizer: asrserve.Recognizer) -> None:
+    wav = WAVS[1]
+    data = wav.read_bytes()
+    want = expected_text(recognizer, wav)
+
+    async def body(_: AsrServer, base: str) -> None:
+        url = base + "/v1/audio/transcriptions"
+
+        def post(fields: dict[str, str], file: bytes = data) -> tuple[int, dict[str, str], bytes]:
+            payload, ctype = multipart(fields, file)
+            return request(url, payload, {"Content-Type": ctype})
+
+        status, _, out = await asyncio.to_thread(post, {"model": "x"})
+        assert status == 200
+        assert json.loads(out) == {"text": want}
+        status, _, out = await asyncio.to_thread(post, {"response_format": "srt"})
+        assert status == 200
+        assert out.decode().startswith("1\n00:00:")
+        status, _, out = await asyncio.to_thread(post, {"response_format": "vtt"})
+        assert out.decode().startswith("WEBVTT")
+        status, _, out = await asyncio.to_thread(post, {"response_format": "xml"})
+        assert status == 400
+        assert json.loads(out)["error"]["param"] == "response_format"
+        status, _, out = await asyncio.to_thread(post, {}, b"this is not audio")
+        assert status == 400
+        assert "cannot decode audio" in json.loads(out)["error"]["message"]
+        status, _, out = await asyncio.to_thread(
+            request, url, b"{}", {"Content-Type": "application/json"}
+        )
+        assert status == 400
+        assert json.loads(out)["error"]["type"] == "invalid_request_error"
+
+    serve(recognizer, body)
+
+
+def test_upload_limit_is_413(recognizer: asrserve.Recognizer) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        payload, ctype = multipart({}, WAVS[0].read_bytes())
+        status, _, out = await asyncio.to_thread(
+            request, base + "/v1/audio/transcriptions", payload, {"Content-Type": ctype}
+        )
+        assert status == 413
+        assert "too large" in json.loads(out)["error"]["message"]
+
+    serve(recognizer, body, max_upload_bytes=10_000)
+
+
+def test_readyz_and_models(recognizer: asrserve.Recognizer) -> None:
+    async def body(server: AsrServer, base: str) -> None:
+        status, _, out = await asyncio.to_thread(request, base + "/readyz")
+        assert (status, out) == (200, b"ready\n")
+        status, _, out = await asyncio.to_thread(request, base + "/v1/models")
+        assert json.loads(out)["data"][0]["id"] == "tiny-lstm"
+        ws_url = base.replace("http", "ws")
+        async with connect(ws_url):  # the one allowed connection
+            await asyncio.sleep(0.05)
+            status, _, out = await asyncio.to_thread(request, base + "/readyz")
+            assert (status, out) == (503, b"full\n")
+            status, _, _ = await asyncio.to_thread(request, base + "/healthz")
+            assert status == 200
+
+    serve(recognizer, body, max_connections=1)
+
+
+def test_auth_refuses_before_upgrade_and_never_logs_tokens(
+    recognizer: asrserve.Recognizer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"# ops\n{TOKEN}\n")
+
+    async def body(server: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url):
+                pass
+        assert info.value.response.status_code == 401
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url + "/?token=wrong-token-456"):
+                pass
+        assert info.value.response.status_code == 401
+        # header and query tokens both work
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+        async with connect(ws_url + f"/?token={TOKEN}") as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+        # HTTP API: OpenAI-style 401; probes and the page stay public
+        payload, ctype = multipart({}, WAVS[0].read_bytes())
+        url = base + "/v1/audio/transcriptions"
+        status, headers, out = await asyncio.to_thread(
+            request, url, payload, {"Content-Type": ctype}
+        )
+        assert status == 401
+        assert headers["WWW-Authenticate"] == "Bearer"
+        assert json.loads(out)["error"]["code"] == "unauthorized"
+        auth = {"Content-Type": ctype, "Authorization": f"Bearer {TOKEN}"}
+        status, _, _ = await asyncio.to_thread(request, url, payload, auth)
+        assert status == 200
+        for public in ("/healthz", "/readyz", "/"):
+            status, _, _ = await asyncio.to_thread(request, base + public)
+            assert status == 200, public
+        status, _, _ = await asyncio.to_thread(request, base + "/metrics")
+        assert status == 401
+        # SIGHUP's reload: a new token works, the removed one no longer does
+        tokens.write_text("rotated-token-789\n")
+        server.reload_tokens()
+        with pytest.raises(InvalidStatus):
+            async with connect(ws_url + f"/?token={TOKEN}"):
+                pass
+        async with connect(ws_url + "/?token=rotated-token-789"):
+            pass
+
+    with caplog.at_level(logging.DEBUG, logger="asrserve"):
+        serve(recognizer, body, auth_token_file=str(tokens))
+    logged = caplog.text
+    assert "refused" in logged
+    for secret in (TOKEN, "wrong-token-456", "rotated-token-789"):
+        assert secret not in logged
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_serves_https_and_wss(recognizer: asrserve.Recognizer, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.create_default_context(cafile=str(cert))  # verification on, against our cert
+    x, _ = read_wav(WAVS[0])
+
+    async def body(_: AsrServer, base: str) -> None:
+        assert base.startswith("https://")
+        status, _, out = await asyncio.to_thread(request, base + "/healthz", None, None, ctx)
+        assert (status, out) == (200, b"ok\n")
+        async with connect(base.replace("https", "wss"), ssl=ctx) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(x.astype("<f4").tobytes())
+            await ws.send(json.dumps({"type": "stop"}))
+            kinds = [json.loads(m)["type"] async for m in ws]
+        assert kinds[-1] == "eof"
+        assert "final" in kinds
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            await asyncio.to_thread(
+                request, base + "/healthz", None, None, ssl.create_default_context()
+            )
+
+    serve(recognizer, body, tls_cert=str(cert), tls_key=str(key))
+
+
+def test_bad_tls_files_are_named(recognizer: asrserve.Recognizer, tmp_path: Path) -> None:
+    bogus = tmp_path / "cert.pem"
+    bogus.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="cannot load TLS certificate"):
+        AsrServer(recognizer, ServerConfig(port=0, tls_cert=str(bogus), tls_key=str(bogus)))
+    with pytest.raises(ConfigError, match="both a certificate and a key"):
+        ServerConfig(tls_cert=str(bogus)).validate()
+
+
+def test_per_client_limits(recognizer: asrserve.Recognizer, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("a-token\nb-token\n")
+
+    async def body(_: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with connect(ws_url + "/?token=a-token"):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(ws_url + "/?token=a-token"):
+                    pass
+            assert info.value.response.status_code == 429
+            assert b"too many streams for this token" in info.value.response.body
+            async with connect(ws_url + "/?token=b-token"):  # another token: fine
+                # a third connection from this address passes the per-IP limit of 2
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(ws_url + "/?token=b-token"):
+                        pass
+                assert info.value.response.status_code == 429
+                assert b"too many connections from 127.0.0.1" in info.value.response.body
+
+    serve(
+        recognizer,
+        body,
+        auth_token_file=str(tokens),
+        max_streams_per_token=1,
+        max_connections_per_ip=2,
+    )
+
+
+def test_audio_limit_ends_the_session_with_1008(recognizer: asrserve.Recognizer) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        async with connect(base.replace("http", "ws")) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            await ws.recv()
+            with contextlib.suppress(ConnectionClosed):  # the server may close first
+                for _ in range(4):  # 4 s of audio against a 2.5 s limit
+                    await ws.send(np.zeros(16000, np.float32).tobytes())
+            msgs = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    msgs.append(json.loads(await ws.recv()))
+            assert ws.close_code == 1008
+        errors = [m for m in msgs if m["type"] == "error"]
+        assert errors
+        assert "more than 2.5 s of audio" in errors[0]["message"]
+        assert msgs[-1]["type"] == "eof"
+
+    serve(recognizer, body, max_audio_s=2.5)
+
+
+def test_origin_allow_list(recognizer: asrserve.Recognizer) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(ws_url, origin="https://evil.example"):  # type: ignore[arg-type]
+                pass
+        assert info.value.response.status_code == 403
+        async with connect(ws_url, origin="https://app.example"):  # type: ignore[arg-type]
+            pass
+        async with connect(ws_url):  # no Origin: not a browser
+            pass
+
+    serve(recognizer, body, allowed_origins=("https://app.example",))
