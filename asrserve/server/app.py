@@ -43,6 +43,7 @@ from asrserve.server.protocol import (
     Start,
     Stop,
 )
+from asrserve.server.realtime import RealtimeSession
 from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
 from asrserve.server.web import WEB_FILES, web_file
 
@@ -120,7 +121,7 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
-    def __init__(self, ws: _Socket, session: Session) -> None:
+    def __init__(self, ws: _Socket, session: Session | RealtimeSession) -> None:
         self.ws = ws
         self.session = session
         self.slot: StreamSlot | None = None
@@ -188,6 +189,7 @@ class AsrServer:
             self.recognizer, self._uploads, self.config.max_upload_bytes, self.model_name
         )
         app.router.add_post("/v1/audio/transcriptions", transcriptions.handle)
+        app.router.add_get("/v1/realtime", self._realtime)
         app.router.add_get("/{tail:.*}", self._websocket_or_page)
 
     @web.middleware
@@ -317,6 +319,23 @@ class AsrServer:
             resp = _text(HTTPStatus.UPGRADE_REQUIRED, "a WebSocket endpoint: connect with ws://\n")
             resp.headers["Upgrade"] = "websocket"
             return resp
+        return await self._stream(request, None)
+
+    async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI Realtime transcription sessions (see :mod:`realtime`)."""
+        if not _wants_upgrade(request):
+            return openai_error(426, "connect with a WebSocket client", code="upgrade_required")
+        intent = request.query.get("intent", "transcription")
+        if intent != "transcription":
+            msg = f"intent {intent!r} is not supported; this server does intent=transcription"
+            return openai_error(400, msg, param="intent")
+        session = RealtimeSession(self.defaults, request.query.get("model", self.model_name))
+        return await self._stream(request, session)
+
+    async def _stream(
+        self, request: web.Request, session: Session | RealtimeSession | None
+    ) -> web.StreamResponse:
+        """Admit (or refuse, before the upgrade), upgrade, and run one stream."""
         refusal = self._refusal()
         if refusal is not None:
             return refusal
@@ -343,7 +362,7 @@ class AsrServer:
         self._per_token.acquire(token)
         try:
             await ws.prepare(request)
-            await self._handle(_Socket(ws))
+            await self._handle(_Socket(ws), session)
         finally:
             self._per_ip.release(address)
             self._per_token.release(token)
@@ -359,8 +378,13 @@ class AsrServer:
             log.error("auth: keeping the previous tokens: %s", exc)
 
     # --- one connection -------------------------------------------------------
-    async def _handle(self, ws: _Socket) -> None:
-        conn = _Connection(ws, Session(self.defaults, self.recognizer.feature_config.sample_rate))
+    async def _handle(self, ws: _Socket, session: Session | RealtimeSession | None = None) -> None:
+        if session is None:
+            session = Session(self.defaults, self.recognizer.feature_config.sample_rate)
+        conn = _Connection(ws, session)
+        if isinstance(session, RealtimeSession):
+            for cmd in session.opening():
+                await self._apply(conn, cmd)
         self._open.add(conn)
         self.metrics.active_streams = len(self._open)
         self.metrics.connections_total += 1
@@ -418,7 +442,7 @@ class AsrServer:
             return
         self.metrics.count_error("limit")
         conn.end_code = (CLOSE_POLICY, reason)
-        if conn.session.dialect is Dialect.ASRSERVE:
+        if conn.session.dialect is not Dialect.SHERPA:
             await conn.outbox.put(conn.session.error_message("limit", f"{reason}; input ended"))
         if conn.slot is None:
             await conn.outbox.put(Close(CLOSE_POLICY, reason))

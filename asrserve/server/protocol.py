@@ -43,6 +43,7 @@ class Dialect(enum.Enum):
     UNKNOWN = "unknown"
     SHERPA = "sherpa"
     ASRSERVE = "asrserve"
+    REALTIME = "realtime"  # OpenAI Realtime transcription events (server/realtime.py)
 
 
 class State(enum.Enum):

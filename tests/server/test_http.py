@@ -80,7 +80,7 @@ def multipart(fields: dict[str, str], file: bytes, filename: str = "a.wav") -> t
     ]
     parts.append(
         (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{filename}"\r\nContent-Type: audio/wav\r\n\r\n'
         ).encode()
         + file
@@ -392,3 +392,179 @@ def test_origin_allow_list(recognizer: asrserve.Recognizer) -> None:
             pass
 
     serve(recognizer, body, allowed_origins=("https://app.example",))
+
+
+def _pcm16_b64(samples: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+
+def test_realtime_transcription_events(recognizer: asrserve.Recognizer) -> None:
+    """The documented OpenAI Realtime transcription events, from a raw client."""
+    from asrserve.audio import resample
+
+    x16, _ = read_wav(WAVS[0])
+    x24 = resample(x16, 16000, 24000)
+    want = recognizer.transcribe(x24, 24000).text
+    assert want
+
+    async def body(_: AsrServer, base: str) -> None:
+        url = base.replace("http", "ws") + "/v1/realtime?intent=transcription"
+        async with connect(url) as ws:
+
+            async def event() -> dict[str, Any]:
+                return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+            created = await event()
+            assert created["type"] == "transcription_session.created"
+            assert created["session"]["input_audio_format"] == "pcm16"
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "transcription_session.update",
+                        "session": {
+                            "input_audio_transcription": {"model": "tiny-lstm", "language": "en"},
+                            "turn_detection": None,
+                        },
+                    }
+                )
+            )
+            updated = await event()
+            assert updated["type"] == "transcription_session.updated"
+            assert updated["session"]["turn_detection"] is None
+            # errors leave the session usable
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": "c0"}))
+            err = await event()
+            assert err["error"]["code"] == "input_audio_buffer_commit_empty"
+            assert err["error"]["event_id"] == "c0"
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}))
+            assert (await event())["error"]["code"] == "invalid_audio"
+            await ws.send(json.dumps({"type": "response.create"}))
+            assert (await event())["error"]["code"] == "unknown_event"
+            await ws.send(b"\x00\x01")
+            assert (await event())["type"] == "error"
+            step = 2400  # 0.1 s at 24 kHz
+            for i in range(0, x24.size, step):
+                audio = _pcm16_b64(x24[i : i + step])
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            events = []
+            while not events or events[-1]["type"] != f"{TRANSCRIPTION}.completed":
+                events.append(await event())
+        kinds = [e["type"] for e in events]
+        assert "input_audio_buffer.committed" in kinds
+        completed = events[-1]
+        committed = next(e for e in events if e["type"] == "input_audio_buffer.committed")
+        assert completed["item_id"] == committed["item_id"]
+        assert completed["transcript"] == want
+        deltas = [e["delta"] for e in events if e["type"] == f"{TRANSCRIPTION}.delta"]
+        assert deltas
+        assert want.startswith("".join(deltas))
+
+    serve(recognizer, body)
+
+
+TRANSCRIPTION = "conversation.item.input_audio_transcription"
+
+
+def test_realtime_server_vad_and_clear(recognizer: asrserve.Recognizer) -> None:
+    """With turn detection, silence ends an item by itself; clear drops an item."""
+    from asrserve.audio import resample
+
+    x24 = resample(read_wav(WAVS[0])[0], 16000, 24000)
+    silence = np.zeros(24000 * 2, np.float32)
+
+    async def body(_: AsrServer, base: str) -> None:
+        url = base.replace("http", "ws") + "/v1/realtime?intent=transcription"
+        async with connect(url) as ws:
+            await ws.recv()
+            update = {
+                "type": "transcription_session.update",
+                "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 800}},
+            }
+            await ws.send(json.dumps(update))
+            assert (
+                json.loads(await ws.recv())["session"]["turn_detection"]["silence_duration_ms"]
+                == 800
+            )
+            for chunk in (x24, silence, x24, silence):
+                await ws.send(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": _pcm16_b64(chunk)})
+                )
+            completed: list[dict[str, Any]] = []
+            committed: list[dict[str, Any]] = []
+            while len(completed) < 2:
+                e = json.loads(await ws.recv())
+                if e["type"] == f"{TRANSCRIPTION}.completed":
+                    completed.append(e)
+                elif e["type"] == "input_audio_buffer.committed":
+                    committed.append(e)
+            # two utterances, two items (the second decoded with the warm encoder state)
+            assert completed[0]["transcript"]
+            assert completed[1]["transcript"]
+            assert [c["item_id"] for c in committed] == [c["item_id"] for c in completed]
+            assert committed[1]["previous_item_id"] == committed[0]["item_id"]
+            # speech then clear: the item is dropped, nothing completes for it
+            half = x24[: x24.size // 2]
+            await ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": _pcm16_b64(half)})
+            )
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            kinds = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.5):
+                    while True:
+                        kinds.append(json.loads(await ws.recv())["type"])
+            assert "input_audio_buffer.cleared" in kinds
+            assert f"{TRANSCRIPTION}.completed" not in kinds
+            with pytest.raises(InvalidStatus):
+                async with connect(base.replace("http", "ws") + "/v1/realtime?intent=chat"):
+                    pass
+
+    serve(recognizer, body)
+
+
+def test_realtime_with_the_openai_client(recognizer: asrserve.Recognizer) -> None:
+    """The ``openai`` package's own realtime connection, pointed at loopback."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("websockets.sync.client")
+    from asrserve.audio import resample
+
+    x24 = resample(read_wav(WAVS[0])[0], 16000, 24000)
+    want = recognizer.transcribe(x24, 24000).text
+
+    async def body(_: AsrServer, base: str) -> None:
+        def client() -> tuple[list[str], str]:
+            c = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+            kinds, transcript = [], ""
+            with c.realtime.connect(
+                model="tiny-lstm", extra_query={"intent": "transcription"}
+            ) as conn:
+                kinds.append(conn.recv().type)
+                update = {
+                    "type": "transcription_session.update",
+                    "session": {"turn_detection": None},
+                }
+                conn.send(update)  # type: ignore[arg-type]
+                kinds.append(conn.recv().type)
+                append = {"type": "input_audio_buffer.append", "audio": _pcm16_b64(x24)}
+                conn.send(append)  # type: ignore[arg-type]
+                conn.input_audio_buffer.commit()
+                for event in conn:
+                    kinds.append(event.type)
+                    if event.type == f"{TRANSCRIPTION}.completed":
+                        transcript = event.transcript
+                        break
+            return kinds, transcript
+
+        kinds, transcript = await asyncio.to_thread(client)
+        assert kinds[:3] == [
+            "transcription_session.created",
+            "transcription_session.updated",
+            "input_audio_buffer.committed",
+        ]
+        assert f"{TRANSCRIPTION}.delta" in kinds
+        assert transcript == want
+
+    serve(recognizer, body)
