@@ -1,4 +1,5 @@
-"""Command line: ``asrserve transcribe | serve | client | mic | models | ncnn-meta | quantize``.
+"""Command line: ``asrserve transcribe | serve | client | mic | models | ncnn-meta | quantize |
+healthcheck``.
 
 Each subcommand is split into argument parsing and a ``run_*`` function
 that returns the exit code, so tests call them without a subprocess.
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
     _add_model_args(sv)
     _add_server_args(sv)
+
+    h = sub.add_parser(
+        "healthcheck",
+        help="exit 0 when a local server answers /healthz (the container's HEALTHCHECK)",
+    )
+    h.add_argument("--port", type=int, default=6006)
+    h.add_argument("--host", default="127.0.0.1")
+    h.add_argument("--timeout", type=float, default=3.0)
 
     m = sub.add_parser("models", help="list or download known models")
     msub = m.add_subparsers(dest="models_command", required=True)
@@ -291,7 +300,30 @@ def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
+def run_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz over http, then https (any certificate: this is a liveness
+    probe from inside the container, not a client)."""
+    import ssl
+    import urllib.request
+
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    for scheme, ctx in (("http", None), ("https", insecure)):
+        url = f"{scheme}://{args.host}:{args.port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=args.timeout, context=ctx) as r:
+                if r.status == 200:
+                    return EXIT_OK
+        except (OSError, ValueError):
+            continue
+    print(f"asrserve: no healthy server on {args.host}:{args.port}", file=sys.stderr)
+    return EXIT_FAILED_INPUT
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "healthcheck":
+        return run_healthcheck(args)
     if args.command == "transcribe":
         return run_transcribe(args)
     if args.command == "models":
