@@ -14,7 +14,10 @@ setup: $(BIN)/asrserve
 run: setup
 	$(BIN)/asrserve transcribe models/asrserve-tiny-lstm-synth-en/test_wavs/*.wav
 
-test: setup
+system-deps:
+	@tools/system-deps.sh
+
+test: setup system-deps
 	$(BIN)/ruff check asrserve tests $(wildcard benchmarks)
 	$(BIN)/mypy asrserve
 	$(BIN)/python -m pytest -q
@@ -22,4 +25,4 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_streaming.py
 
-.PHONY: setup run test bench
+.PHONY: setup system-deps run test bench

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--port", type=int, default=6006)
     h.add_argument("--host", default="127.0.0.1")
     h.add_argument("--timeout", type=float, default=3.0)
+    h.add_argument("--path", default="/healthz", help="/healthz (alive) or /readyz (takes streams)")
 
     m = sub.add_parser("models", help="list or download known models")
     msub = m.add_subparsers(dest="models_command", required=True)
@@ -108,7 +109,14 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         default=d.decode_threads,
         help="threads decoding disjoint sets of streams, each with --num-threads inference threads",
     )
-    p.add_argument("--max-connections", type=int, default=d.max_connections)
+    p.add_argument(
+        "--max-connections",
+        "--max-streams",
+        dest="max_connections",
+        type=int,
+        default=d.max_connections,
+        help="streams this process takes; more get HTTP 503 (a balancer routes elsewhere)",
+    )
     p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
     p.add_argument(
         "--max-backlog-s",
@@ -118,6 +126,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
     p.add_argument("--max-session-s", type=float, default=d.max_session_s)
+    p.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=d.shutdown_timeout_s,
+        help="on SIGTERM, how long open streams get to finish before they are cut",
+    )
     p.add_argument(
         "--max-audio-s", type=float, default=d.max_audio_s, help="audio seconds per session"
     )
@@ -172,6 +186,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_backlog_s=args.max_backlog_s,
         idle_timeout_s=args.idle_timeout_s,
         max_session_s=args.max_session_s,
+        shutdown_timeout_s=args.shutdown_timeout_s,
         max_audio_s=args.max_audio_s,
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
         max_connections_per_ip=args.max_connections_per_ip,
@@ -301,8 +316,8 @@ def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
-    """GET /healthz over http, then https (any certificate: this is a liveness
-    probe from inside the container, not a client)."""
+    """GET ``--path`` over http, then https (any certificate: this is a probe
+    from inside the container, not a client)."""
     import ssl
     import urllib.request
 
@@ -310,7 +325,7 @@ def run_healthcheck(args: argparse.Namespace) -> int:
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
     for scheme, ctx in (("http", None), ("https", insecure)):
-        url = f"{scheme}://{args.host}:{args.port}/healthz"
+        url = f"{scheme}://{args.host}:{args.port}{args.path}"
         try:
             with urllib.request.urlopen(url, timeout=args.timeout, context=ctx) as r:
                 if r.status == 200:
