@@ -23,19 +23,21 @@ from asrserve.config import (
     normalize_method,
 )
 from asrserve.core.events import Result
-from asrserve.core.stream import Stream
+from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
 from asrserve.decoding.beam import ModifiedBeamSearch
 from asrserve.decoding.decoder_cache import DecoderCache
 from asrserve.decoding.greedy import GreedySearch
 from asrserve.decoding.hotwords import ContextGraph
+from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ConfigError
-from asrserve.families.base import TransducerModel
+from asrserve.families.base import EncoderModel, TransducerModel
 from asrserve.features.kaldi_fbank import KaldiFbank
 
 log = logging.getLogger("asrserve")
 
-Search = GreedySearch | ModifiedBeamSearch
+SearchFactory = Callable[[DecodingConfig], Search]
+"""Builds the search for one decoding configuration (a family's own search)."""
 _DEFAULT_TAIL_PADDING_S = 0.66
 
 
@@ -45,24 +47,48 @@ class Recognizer:
     Threads may call :meth:`decode_streams` concurrently on disjoint sets of
     streams (the model sessions and the decoder cache are thread-safe); a
     given stream is used by one thread at a time.
+
+    A sherpa-style :class:`TransducerModel` needs nothing else: kaldi fbank
+    features and the stateless-decoder searches are the defaults. Other
+    families pass ``feature_factory`` (a new extractor per stream, with
+    ``features`` its settings) and ``search_factory`` (their search per
+    decoding configuration).
     """
 
     def __init__(
         self,
-        model: TransducerModel,
+        model: EncoderModel,
         symbols: SymbolTable,
         *,
         decoding: DecodingConfig | None = None,
         endpoint: EndpointConfig | None = None,
-        features: FeatureConfig | None = None,
+        features: FeatureSettings | None = None,
         bpe_model: str | Path | None = None,
         tail_padding_s: float | None = None,
+        feature_factory: Callable[[], FeatureExtractor] | None = None,
+        search_factory: SearchFactory | None = None,
     ) -> None:
         self.model = model
         self.symbols = symbols
         self.decoding = (decoding or DecodingConfig()).validate()
         self.endpoint = (endpoint or EndpointConfig()).validate()
-        self.feature_config = (features or FeatureConfig(num_bins=model.feature_dim)).validate()
+        if feature_factory is None:
+            fbank = features if isinstance(features, FeatureConfig) else None
+            if features is not None and fbank is None:
+                raise ConfigError("features other than kaldi fbank need a feature_factory")
+            fbank_config = (fbank or FeatureConfig(num_bins=model.feature_dim)).validate()
+            self.feature_config: FeatureSettings = fbank_config
+            self._new_features: Callable[[], FeatureExtractor] = lambda: KaldiFbank(fbank_config)
+        else:
+            if features is None:
+                raise ConfigError("a feature_factory comes with its features settings")
+            self.feature_config = features
+            self._new_features = feature_factory
+        if search_factory is None and not isinstance(model, TransducerModel):
+            raise ConfigError(
+                f"{type(model).__name__} has no stateless decoder: pass its search_factory"
+            )
+        self._search_factory = search_factory
         self.bpe_model = Path(bpe_model) if bpe_model else None
         if len(symbols) != model.vocab_size:
             log.warning(
@@ -77,11 +103,13 @@ class Recognizer:
         )
         self.frame_shift_s = frame_s
         self.output_frame_s = frame_s * model.subsampling_factor
-        self.decoder_cache = DecoderCache(
-            model.run_decoder,
-            model.context_size,
-            batch_dependent=model.decoder.batch_dependent,
-        )
+        self.decoder_cache: DecoderCache | None = None
+        if isinstance(model, TransducerModel):
+            self.decoder_cache = DecoderCache(
+                model.run_decoder,
+                model.context_size,
+                batch_dependent=model.decoder.batch_dependent,
+            )
         self._searches: dict[tuple[Any, ...], Search] = {}
         self._sp: Any = None
 
@@ -99,13 +127,11 @@ class Recognizer:
         phrases = list(hotwords if hotwords is not None else cfg.hotwords)
         search = self._search(cfg)
         graph = self._context_graph(phrases, cfg.hotwords_score) if phrases else None
-        if graph is not None and not isinstance(search, ModifiedBeamSearch):
+        if graph is not None and not search.supports_hotwords:
             raise ConfigError("hotwords need decoding method 'modified_beam' (beam search)")
-        state = (
-            search.initial(graph) if isinstance(search, ModifiedBeamSearch) else search.initial()
-        )
+        state = search.initial(graph)
         stream = Stream(
-            KaldiFbank(self.feature_config),
+            self._new_features(),
             self.model.init_state(),
             state,
             cfg,
@@ -236,8 +262,13 @@ class Recognizer:
     def _search(self, cfg: DecodingConfig) -> Search:
         key = self._search_key(cfg)
         search = self._searches.get(key)
+        if search is None and self._search_factory is not None:
+            search = self._search_factory(cfg)
+            self._searches[key] = search
         if search is None:
             m = self.model
+            if not isinstance(m, TransducerModel) or self.decoder_cache is None:
+                raise ConfigError(f"{type(m).__name__}: no search for {cfg.method}")
             skip = m.ignored_token_ids
             if skip is None:
                 skip = frozenset({m.blank_id, self.symbols.unk_id})

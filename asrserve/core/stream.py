@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -10,10 +10,45 @@ import numpy.typing as npt
 from asrserve.audio import StreamResampler, to_float32
 from asrserve.config import DecodingConfig, EndpointConfig
 from asrserve.errors import AudioFormatError
-from asrserve.features.kaldi_fbank import KaldiFbank
 
 if TYPE_CHECKING:
     from asrserve.families.base import State
+
+
+class FeatureSettings(Protocol):
+    """What the core reads of a feature configuration."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def frame_shift_ms(self) -> float: ...
+
+    @property
+    def num_bins(self) -> int: ...
+
+
+class FeatureExtractor(Protocol):
+    """A streaming feature extractor (:class:`asrserve.features.KaldiFbank`,
+    :class:`asrserve.features.nemo_mel.NemoMel` ...): samples in, frames
+    ``(count, dim)`` out by absolute index."""
+
+    @property
+    def config(self) -> FeatureSettings: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def num_frames_ready(self) -> int: ...
+
+    def accept_waveform(self, samples: npt.NDArray[np.float32]) -> None: ...
+
+    def input_finished(self) -> None: ...
+
+    def get_frames(self, start: int, count: int) -> npt.NDArray[np.float32]: ...
+
+    def discard_before(self, frame: int) -> None: ...
 
 
 class Stream:
@@ -25,7 +60,7 @@ class Stream:
 
     def __init__(
         self,
-        features: KaldiFbank,
+        features: FeatureExtractor,
         encoder_state: State,
         search_state: Any,
         decoding: DecodingConfig,

@@ -75,6 +75,8 @@ class ModifiedBeamSearch:
     paths (``joiner_frame``: one encoder frame (D,) against P decoder rows),
     as the references do for one stream."""
 
+    supports_hotwords = True
+
     def __init__(
         self,
         joiner: Callable[[FloatArray, FloatArray], FloatArray],

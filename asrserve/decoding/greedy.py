@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.decoding.decoder_cache import DecoderCache
+from asrserve.decoding.hotwords import ContextGraph
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -41,6 +42,8 @@ def initial_context(context_size: int, fill: int = -1) -> list[int]:
 
 
 class GreedySearch:
+    supports_hotwords = False
+
     def __init__(
         self,
         joiner: Callable[[FloatArray, FloatArray], FloatArray],
@@ -60,7 +63,8 @@ class GreedySearch:
         self.context_fill = context_fill
         self.keep_context = keep_context
 
-    def initial(self) -> GreedyHyp:
+    def initial(self, context_graph: ContextGraph | None = None) -> GreedyHyp:
+        """A fresh hypothesis; greedy search has no use for a context graph."""
         return GreedyHyp(ys=initial_context(self.decoder.context_size, self.context_fill))
 
     def decode(self, encoder_out: FloatArray, hyps: Sequence[GreedyHyp]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -56,7 +56,60 @@ def meta_ints(meta: Mapping[str, str], key: str, where: str) -> list[int]:
         ) from None
 
 
-class TransducerModel:
+class EncoderModel(Protocol):
+    """What the core needs of any streaming model: chunk geometry, opaque
+    per-stream encoder state with batching, and the encoder run. The search
+    that consumes ``encoder_out`` is the family's business (see
+    :class:`asrserve.core.recognizer.Recognizer`'s ``search_factory``)."""
+
+    chunk_size: int
+    """Feature frames the encoder reads per chunk (including any left context)."""
+    chunk_shift: int
+    """Feature frames the stream advances per chunk."""
+    subsampling_factor: int
+    feature_dim: int
+    vocab_size: int
+
+    def init_state(self) -> State: ...
+
+    def stack_states(self, states: Sequence[State]) -> State: ...
+
+    def unstack_states(self, batched: State) -> list[State]: ...
+
+    def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
+        """``features`` (N, chunk_size, feature_dim) → encoder_out (N, T', D), next states."""
+        ...
+
+
+class BatchedStates:
+    """Per-stream states as lists of arrays described by ``state_specs``,
+    stacked and split along each tensor's batch axis."""
+
+    state_specs: list[StateSpec]
+
+    def init_state(self) -> State:
+        return [s.zeros() for s in self.state_specs]
+
+    def stack_states(self, states: Sequence[State]) -> State:
+        if len(states) == 1:
+            return list(states[0])
+        return [
+            np.concatenate([s[i] for s in states], axis=spec.batch_axis)
+            for i, spec in enumerate(self.state_specs)
+        ]
+
+    def unstack_states(self, batched: State) -> list[State]:
+        n = batched[0].shape[self.state_specs[0].batch_axis] if batched else 1
+        if n == 1:
+            return [list(batched)]
+        per = [
+            np.split(t, n, axis=spec.batch_axis)
+            for t, spec in zip(batched, self.state_specs, strict=True)
+        ]
+        return [[p[i] for p in per] for i in range(n)]
+
+
+class TransducerModel(BatchedStates):
     """Base of every transducer family.
 
     Call order per chunk: ``stack_states`` → ``run_encoder`` → search
@@ -123,28 +176,6 @@ class TransducerModel:
                     raise ModelLoadError(
                         f"{where}: state {info.name} dim {axis} is {dim}, metadata implies {want}"
                     )
-
-    # --- state handling -------------------------------------------------
-    def init_state(self) -> State:
-        return [s.zeros() for s in self.state_specs]
-
-    def stack_states(self, states: Sequence[State]) -> State:
-        if len(states) == 1:
-            return list(states[0])
-        return [
-            np.concatenate([s[i] for s in states], axis=spec.batch_axis)
-            for i, spec in enumerate(self.state_specs)
-        ]
-
-    def unstack_states(self, batched: State) -> list[State]:
-        n = batched[0].shape[self.state_specs[0].batch_axis] if batched else 1
-        if n == 1:
-            return [list(batched)]
-        per = [
-            np.split(t, n, axis=spec.batch_axis)
-            for t, spec in zip(batched, self.state_specs, strict=True)
-        ]
-        return [[p[i] for p in per] for i in range(n)]
 
     # --- graphs ---------------------------------------------------------
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
