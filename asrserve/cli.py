@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
+    from asrserve.bulk.command import add_parser as add_bulk
     from asrserve.clients.commands import add_parsers
     from asrserve.ncnn_meta import add_parser as add_ncnn_meta
     from asrserve.quantize.command import add_parser as add_quantize
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     add_ncnn_meta(sub)
     add_quantize(sub)
+    add_bulk(sub)
 
     sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
     _add_model_args(sv)
@@ -345,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         return run_models(args)
     if args.command == "serve":
         return run_serve(args)
-    if args.command in ("client", "mic", "ncnn-meta", "quantize"):
+    if args.command in ("client", "mic", "ncnn-meta", "quantize", "bulk"):
         code: int = args.func(args)
         return code
     raise AssertionError(args.command)

@@ -1,0 +1,179 @@
+"""The same work on a Ray cluster: a pool of actors, each loading the model once.
+
+Tasks go to the actors in batches (``batch_size`` whole files per call; a piece of
+a split file goes alone, so one long file spreads over the actors); every actor
+has at most two calls in flight, and results come back to the driver as each
+call finishes, where the single writer puts them in the results file. The
+workers read the audio themselves: paths must be valid on the worker nodes (a
+shared filesystem, or the same layout on every node).
+
+``address``: ``None`` starts a local Ray for the run (and stops it at the end),
+``"auto"`` joins the cluster this machine belongs to, ``"ray://host:10001"`` a
+remote one. When Ray is already initialised (a notebook, a test) it is used as
+it is and left running. An actor that dies is replaced; the tasks it had in
+flight go again, each alone, and one that kills its actor again becomes an error
+line. ``max_restarts`` deaths in a row (no call finishing in between) stop the run.
+
+Ray is an optional dependency: ``pip install 'asrserve[ray]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from asrserve.bulk.engines import WORKER_DIED, BulkError
+from asrserve.bulk.split import SplitConfig
+from asrserve.bulk.worker import ModelSpec, PieceResult, Task, Worker, failed
+from asrserve.errors import ConfigError
+
+log = logging.getLogger("asrserve.bulk")
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--engine ray needs Ray: pip install 'asrserve[ray]' (or 'ray>=2.9')"
+        ) from None
+    return ray
+
+
+class RayEngine:
+    """``workers`` actors (default: the cluster's CPUs / ``spec.num_threads``), each
+    an instance of ``worker_cls``."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        split: SplitConfig,
+        workers: int | None = None,
+        *,
+        address: str | None = None,
+        batch_size: int = 4,
+        max_restarts: int = 8,
+        worker_cls: type[Worker] = Worker,
+    ) -> None:
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self.spec = spec
+        self.split = split
+        self.address = address
+        self.batch_size = batch_size
+        self.max_restarts = max_restarts
+        self.worker_cls = worker_cls
+        self._requested = workers
+        self._workers = workers or 0
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def _batches(self, tasks: Iterable[Task]) -> Iterator[list[Task]]:
+        batch: list[Task] = []
+        for task in tasks:
+            if task.count > 1:
+                yield [task]
+                continue
+            batch.append(task)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[PieceResult]:
+        ray = import_ray()
+        started = False
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                num_cpus=self._requested if self.address is None else None,
+                logging_level=logging.WARNING,
+            )
+            started = True
+        threads = max(1, self.spec.num_threads)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self._workers = self._requested or max(1, cpus // threads)
+        if self._workers * threads > cpus:
+            log.warning(
+                "%d actors x %d threads > %d CPUs in the cluster: some actors wait",
+                self._workers,
+                threads,
+                cpus,
+            )
+        actor_cls = ray.remote(num_cpus=threads)(self.worker_cls)
+        actors: list[Any] = []
+        try:
+            actors = [actor_cls.remote(self.spec, self.split) for _ in range(self._workers)]
+            yield from self._dispatch(ray, actor_cls, actors, self._batches(tasks))
+        finally:
+            for a in actors:
+                ray.kill(a)
+            if started:
+                ray.shutdown()
+
+    def _dispatch(
+        self, ray: Any, actor_cls: Any, actors: list[Any], batches: Iterator[list[Task]]
+    ) -> Iterator[PieceResult]:
+        busy = [0] * len(actors)  # calls in flight per actor; a suspect counts 2 (alone)
+        in_flight: dict[Any, tuple[int, Any, list[Task], int]] = {}
+        suspects: deque[list[Task]] = deque()
+        restarts = 0
+        exhausted = False
+        while True:
+            for i in sorted(range(len(actors)), key=lambda j: busy[j]):
+                while busy[i] < 2:
+                    if suspects and busy[i] == 0:
+                        batch, weight = suspects.popleft(), 2
+                    elif suspects or exhausted:
+                        break
+                    else:
+                        nxt = next(batches, None)
+                        exhausted = nxt is None
+                        if nxt is None:
+                            break
+                        batch, weight = nxt, 1
+                    ref = actors[i].process_batch.remote(batch)
+                    in_flight[ref] = (i, actors[i], batch, weight)
+                    busy[i] += weight
+            if not in_flight:
+                return
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                i, actor, batch, weight = in_flight.pop(ref)
+                current = actors[i] is actor  # not a call of an actor replaced since
+                if current:
+                    busy[i] -= weight
+                try:
+                    results: list[PieceResult] = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    if current:
+                        restarts += 1
+                        if restarts > self.max_restarts:
+                            msg = f"Ray actors died {restarts} times in a row; giving up"
+                            raise BulkError(msg) from None
+                        log.warning("a Ray actor died; replacing it")
+                        ray.kill(actor)
+                        actors[i] = actor_cls.remote(self.spec, self.split)
+                        busy[i] = 0
+                    if weight == 2:
+                        yield failed(batch[0], WORKER_DIED)  # died again, alone: the culprit
+                    else:  # suspects: each goes again, alone on its actor
+                        suspects.extend([replace(t, attempt=t.attempt + 1)] for t in batch)
+                    continue
+                except ray.exceptions.RayError as exc:
+                    for t in batch:
+                        yield failed(t, f"{type(exc).__name__}: {exc}")
+                    continue
+                restarts = 0  # counts deaths in a row
+                yield from results

@@ -1,0 +1,160 @@
+"""Long files: split into pieces that decode on different workers, then stitch.
+
+A file longer than ``min_duration_s`` is cut into ``n = ceil(duration / window_s)``
+pieces around the nominal boundaries ``k * duration / n``. Each piece is a task of
+its own; the worker of piece ``k`` finds both of its cuts by itself, from the
+audio, so no one reads a long file whole:
+
+- ``vad``: the cut is the middle of the longest run of non-speech windows (Silero
+  probability below the detector's ``neg_threshold``) within ``search_s`` of the
+  boundary, the one nearest the boundary on ties; with no such window, the least
+  speech-like window. The two workers next to a boundary read the same
+  ``±search_s`` span and run the same fresh detector over it, so they find the
+  same cut.
+- ``fixed``: the cut is the boundary itself.
+
+A piece decodes ``[cut_k - overlap_s, cut_k+1 + overlap_s]`` (the overlap gives
+the encoder some context on both sides) and owns the words whose first token's
+timestamp falls in ``[cut_k, cut_k+1)``. :func:`stitch` joins the owned words in
+order. The streaming encoder restarts from its initial state in each piece, so a
+stitched transcript can differ from decoding the file whole near the cuts; the
+measured difference is in the README ("Bulk transcription") and bounded by
+tests/bulk/test_split.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from asrserve.errors import AudioFormatError, ConfigError
+
+FloatArray = npt.NDArray[np.float32]
+SPLIT_MODES = ("auto", "none", "vad", "fixed")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How long files are split (seconds). ``mode``: ``none``, ``vad``, ``fixed``,
+    or ``auto`` (``vad`` when a Silero model is found, else ``fixed``; resolved by
+    the command before work starts). ``vad_model``: ``silero_vad.onnx``."""
+
+    mode: str = "none"
+    min_duration_s: float = 120.0
+    window_s: float = 60.0
+    overlap_s: float = 1.0
+    search_s: float = 5.0
+    vad_model: str | None = None
+
+    def validate(self) -> SplitConfig:
+        if self.mode not in SPLIT_MODES:
+            raise ConfigError(f"split mode must be one of {SPLIT_MODES}, got {self.mode!r}")
+        if self.window_s < 5.0:
+            raise ConfigError(f"split window must be >= 5 s, got {self.window_s}")
+        if self.min_duration_s < self.window_s:
+            raise ConfigError(
+                f"split minimum duration ({self.min_duration_s} s) must be >= the window "
+                f"({self.window_s} s)"
+            )
+        if not 0.0 <= self.overlap_s <= self.window_s / 4:
+            raise ConfigError(f"split overlap must be in [0, window/4], got {self.overlap_s}")
+        if not 0.0 <= self.search_s <= self.window_s / 4:
+            raise ConfigError(f"VAD search span must be in [0, window/4], got {self.search_s}")
+        if self.mode == "vad" and not self.vad_model:
+            raise ConfigError("split mode 'vad' needs the path of silero_vad.onnx")
+        return self
+
+    def piece_count(self, duration_s: float) -> int:
+        """How many pieces a file of ``duration_s`` seconds is decoded in."""
+        if self.mode == "none" or duration_s <= self.min_duration_s:
+            return 1
+        return max(2, math.ceil(duration_s / self.window_s))
+
+
+def boundary(duration_s: float, count: int, k: int) -> float:
+    """The nominal start of piece ``k`` of ``count`` (seconds)."""
+    return duration_s * k / count
+
+
+def read_span(path: Path, start_s: float, end_s: float, sample_rate: int) -> FloatArray:
+    """Samples of ``[start_s, end_s)`` of a file, mono float32 at ``sample_rate``
+    (seeks; only the span is decoded)."""
+    import soundfile as sf
+
+    from asrserve.audio import resample
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = int(f.samplerate)
+            begin = max(0, round(start_s * rate))
+            stop = min(f.frames, round(end_s * rate))
+            f.seek(begin)
+            data = f.read(max(0, stop - begin), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types
+        raise AudioFormatError(f"{path}: cannot decode audio ({exc})") from exc
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return resample(np.ascontiguousarray(mono, dtype=np.float32), rate, sample_rate)
+
+
+def quietest_point(probs: FloatArray, low: float, window: int, target: int) -> int:
+    """Sample offset of the cut in a span scored in windows of ``window`` samples:
+    the middle of the longest run of windows below ``low`` (nearest ``target`` on
+    ties), else the middle of the lowest window (nearest ``target`` on ties)."""
+    if probs.size == 0:
+        return target
+    runs: list[tuple[int, int]] = []  # [first, last] window of each low run
+    start: int | None = None
+    for i, is_low in enumerate((probs < low).tolist()):
+        if is_low and start is None:
+            start = i
+        elif not is_low and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, probs.size - 1))
+
+    def middle(first: int, last: int) -> int:
+        return (first + last + 1) * window // 2
+
+    if runs:
+        first, last = min(runs, key=lambda r: (-(r[1] - r[0]), abs(middle(*r) - target)))
+        return middle(first, last)
+    lowest = np.flatnonzero(probs == probs.min()).tolist()
+    best = min(lowest, key=lambda i: abs(middle(i, i) - target))
+    return middle(best, best)
+
+
+@dataclass(frozen=True)
+class PieceWords:
+    """A decoded piece: tokens with absolute timestamps, and the span it owns."""
+
+    start_s: float
+    end_s: float
+    tokens: Sequence[str]
+    timestamps: Sequence[float]
+
+
+def stitch(pieces: Sequence[PieceWords]) -> tuple[list[str], list[float]]:
+    """Tokens and timestamps of the whole file from its pieces (in order): each
+    piece keeps the words (a token starting with a space and the tokens after it)
+    whose first token lies in its span; the first piece's span starts at -inf and
+    the last one's ends at +inf."""
+    tokens: list[str] = []
+    stamps: list[float] = []
+    last = len(pieces) - 1
+    for k, piece in enumerate(pieces):
+        lo = -math.inf if k == 0 else piece.start_s
+        hi = math.inf if k == last else piece.end_s
+        keep = False
+        for i, (tok, t) in enumerate(zip(piece.tokens, piece.timestamps, strict=True)):
+            if i == 0 or tok.startswith(" "):
+                keep = lo <= t < hi
+            if keep:
+                tokens.append(tok)
+                stamps.append(t)
+    return tokens, stamps

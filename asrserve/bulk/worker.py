@@ -1,0 +1,176 @@
+"""What runs in a worker process or Ray actor: load the model once, decode tasks.
+
+A :class:`Task` is a whole file or one piece of a long one; the worker reads the
+audio itself (only the piece's span), decodes it through
+:meth:`asrserve.Recognizer.transcribe` and answers a :class:`PieceResult`.
+Every failure of one input (missing, unreadable, corrupt, unsupported URI …)
+becomes the result's ``error``; only a model that does not load is ``fatal``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asrserve.bulk.manifest import local_path
+from asrserve.bulk.split import SplitConfig, boundary, quietest_point, read_span
+from asrserve.config import DecodingConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The arguments of :func:`asrserve.load_model`, sent to every worker."""
+
+    model: str | None = None
+    provider: str = "cpu"
+    num_threads: int = 1
+    precision: str = "auto"
+    decoding: DecodingConfig | None = None
+
+    def load(self) -> Any:
+        import asrserve
+
+        return asrserve.load_model(
+            self.model,
+            provider=self.provider,
+            num_threads=self.num_threads,
+            precision=self.precision,
+            decoding=self.decoding,
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """Piece ``piece`` of ``count`` of one input (``count == 1``: the whole file);
+    ``duration_s``: the file's length from its header (split files only)."""
+
+    item_id: str
+    location: str
+    piece: int = 0
+    count: int = 1
+    duration_s: float = 0.0
+    attempt: int = 0
+
+
+@dataclass
+class PieceResult:
+    """A decoded task: tokens with timestamps from the file's start; ``start_s``/
+    ``end_s`` the span the piece owns; ``decode_s`` the worker's wall time."""
+
+    item_id: str
+    piece: int
+    count: int
+    tokens: list[str] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+    start_s: float = 0.0
+    end_s: float = 0.0
+    duration_s: float = 0.0
+    decode_s: float = 0.0
+    error: str | None = None
+    fatal: bool = False
+
+
+def failed(task: Task, message: str, fatal: bool = False) -> PieceResult:
+    return PieceResult(task.item_id, task.piece, task.count, error=message, fatal=fatal)
+
+
+class Worker:
+    """One model (and, when splitting at pauses, one VAD) per process or actor."""
+
+    def __init__(self, spec: ModelSpec, split: SplitConfig) -> None:
+        self.split = split
+        self.load_error: str | None = None
+        self.recognizer: Any = None
+        try:
+            self.recognizer = spec.load()
+        except Exception as exc:
+            self.load_error = f"model did not load: {_describe(exc)}"
+        self._vad: Any = None
+
+    def process_batch(self, tasks: list[Task]) -> list[PieceResult]:
+        return [self.process(t) for t in tasks]
+
+    def process(self, task: Task) -> PieceResult:
+        if self.load_error is not None:
+            return failed(task, self.load_error, fatal=True)
+        t0 = time.perf_counter()
+        try:
+            result = self._decode(task)
+        except Exception as exc:  # one bad input never stops the run
+            return failed(task, _describe(exc))
+        result.decode_s = time.perf_counter() - t0
+        return result
+
+    def _decode(self, task: Task) -> PieceResult:
+        from asrserve.audio import load_audio
+
+        rec = self.recognizer
+        rate = int(rec.feature_config.sample_rate)
+        path = local_path(task.location)
+        if task.count == 1:
+            samples = load_audio(path, rate)
+            res = rec.transcribe(samples, rate)
+            duration = samples.size / rate
+            return PieceResult(
+                task.item_id,
+                0,
+                1,
+                list(res.tokens),
+                list(res.timestamps),
+                0.0,
+                duration,
+                duration,
+            )
+        d, k, n = task.duration_s, task.piece, task.count
+        start = 0.0 if k == 0 else self._cut(path, d, n, k)
+        end = d if k == n - 1 else self._cut(path, d, n, k + 1)
+        a = max(0.0, start - self.split.overlap_s)
+        b = min(d, end + self.split.overlap_s)
+        res = rec.transcribe(read_span(path, a, b, rate), rate)
+        stamps = [round(a + t, 3) for t in res.timestamps]
+        return PieceResult(task.item_id, k, n, list(res.tokens), stamps, start, end, d)
+
+    def _cut(self, path: Any, duration: float, count: int, k: int) -> float:
+        """Where piece ``k`` starts (seconds): see :mod:`asrserve.bulk.split`."""
+        nominal = boundary(duration, count, k)
+        if self.split.mode != "vad":
+            return nominal
+        from asrserve.vad import SAMPLE_RATE, WINDOW, SileroVad, VadConfig, VoiceActivityDetector
+
+        if self._vad is None:
+            self._vad = SileroVad(self.split.vad_model or "")
+        search = min(self.split.search_s, 0.4 * duration / count)
+        lo = max(0.0, nominal - search)
+        span = read_span(path, lo, min(duration, nominal + search), SAMPLE_RATE)
+        cfg = VadConfig(model=self.split.vad_model)
+        probs = VoiceActivityDetector(self._vad, cfg).score(span)
+        target = round((nominal - lo) * SAMPLE_RATE)
+        at = quietest_point(np.asarray(probs), cfg.low, WINDOW, target)
+        return round(lo + at / SAMPLE_RATE, 4)
+
+
+def _describe(exc: BaseException) -> str:
+    from asrserve.errors import AsrServeError
+
+    if isinstance(exc, AsrServeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- process-pool entry points (module level: picklable under spawn) -------------
+_WORKER: Worker | None = None
+
+
+def init_process(spec: ModelSpec, split: SplitConfig) -> None:
+    """Pool initializer: one model per worker process."""
+    global _WORKER  # noqa: PLW0603 - the process's one worker
+    _WORKER = Worker(spec, split)
+
+
+def process_in_pool(task: Task) -> PieceResult:
+    if _WORKER is None:
+        return failed(task, "worker process was not initialised", fatal=True)
+    return _WORKER.process(task)
