@@ -1,7 +1,9 @@
 """Streaming kaldi fbank through kaldi-native-fbank.
 
 Options mirror what sherpa-onnx uses for icefall models, so frames are
-bit-identical to the reference for the same samples.
+bit-identical to the reference for the same samples. The keyword options
+cover sherpa-onnx's other fbank front ends (NeMo transducers: Hann window,
+no DC removal, librosa-style mel banks).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ class KaldiFbank:
     keep bounded memory.
     """
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: FeatureConfig | None = None,
+        *,
+        window_type: str = "povey",
+        remove_dc_offset: bool = True,
+        is_librosa: bool = False,
+    ) -> None:
         self.config = (config or FeatureConfig()).validate()
         opts = knf.FbankOptions()
         opts.frame_opts.dither = self.config.dither
@@ -31,6 +40,9 @@ class KaldiFbank:
         opts.mel_opts.num_bins = self.config.num_bins
         opts.mel_opts.low_freq = self.config.low_freq
         opts.mel_opts.high_freq = self.config.high_freq
+        opts.frame_opts.window_type = window_type
+        opts.frame_opts.remove_dc_offset = remove_dc_offset
+        opts.mel_opts.is_librosa = is_librosa
         self._fbank = knf.OnlineFbank(opts)
         self._popped = 0
         self._finished = False
