@@ -26,6 +26,7 @@ from asrserve.config import DecodingConfig, EndpointConfig
 LAYOUT_MODULES = (
     "asrserve.families.nemo_streaming",
     "asrserve.families.nemo_tdt",
+    "asrserve.families.nemo_sherpa",
 )
 
 
