@@ -137,6 +137,7 @@ def run_bulk(
     """Decode every input of ``items`` not already done in ``out`` with
     ``engine``; append one line per input to ``out`` as each finishes."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     split = (split or SplitConfig()).validate()
     t0 = time.perf_counter()
@@ -147,14 +148,17 @@ def run_bulk(
         pending = [it for it in items if it.id not in done]
         summary.skipped = len(items) - len(pending)
         parts: dict[str, list[PieceResult]] = {}
-        with tqdm(
-            total=len(pending),
-            unit="file",
-            desc="bulk",
-            disable=None if progress else True,
-            file=progress_file or sys.stderr,
-            dynamic_ncols=True,
-        ) as bar:
+        with (
+            tqdm(
+                total=len(pending),
+                unit="file",
+                desc="bulk",
+                disable=None if progress else True,
+                file=progress_file or sys.stderr,
+                dynamic_ncols=True,
+            ) as bar,
+            logging_redirect_tqdm(),
+        ):  # warnings above the bar, not through it
             for res in engine.run(plan_tasks(pending, split)):
                 if res.fatal:
                     raise BulkError(res.error or "a worker failed")

@@ -148,7 +148,10 @@ class RayEngine:
                     busy[i] += weight
             if not in_flight:
                 return
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, rest = ray.wait(list(in_flight), num_returns=1)
+            if rest:  # and whatever else is done by now, without waiting
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
             for ref in ready:
                 i, actor, batch, weight = in_flight.pop(ref)
                 current = actors[i] is actor  # not a call of an actor replaced since
