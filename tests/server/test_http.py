@@ -568,3 +568,29 @@ def test_realtime_with_the_openai_client(recognizer: asrserve.Recognizer) -> Non
         assert transcript == want
 
     serve(recognizer, body)
+
+
+def test_readyz_turns_unready_while_draining(recognizer: asrserve.Recognizer) -> None:
+    x, _ = read_wav(WAVS[0])
+
+    async def body(server: AsrServer, base: str) -> None:
+        async with connect(base.replace("http", "ws")) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            await ws.recv()
+            # ~20 s of audio: decoding it keeps the drain going while we probe
+            await ws.send(np.tile(x, 6).astype("<f4").tobytes())
+            drain = asyncio.create_task(server.shutdown())
+            await asyncio.sleep(0)  # the drain has begun: the stream is still open
+            status, _, out = await asyncio.to_thread(request, base + "/readyz")
+            assert (status, out) == (503, b"draining\n")
+            status, _, out = await asyncio.to_thread(request, base + "/healthz")
+            assert (status, out) == (200, b"draining\n")
+            kinds = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    kinds.append(json.loads(await ws.recv())["type"])
+            assert ws.close_code == 1001
+            assert "final" in kinds
+            await drain
+
+    serve(recognizer, body)
