@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
+import numpy as np
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
-from asrserve.errors import ConfigError
+from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.server.auth import Quota, TokenStore, fingerprint, presented_token
 from asrserve.server.metrics import Metrics
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
@@ -48,6 +50,28 @@ from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
 from asrserve.server.web import WEB_FILES, web_file
 
 log = logging.getLogger("asrserve.server")
+
+
+
+class _ClientErrorsAsInfo(logging.Filter):
+    """aiohttp logs every malformed request (a client's fault, answered 400) at
+    ERROR with a traceback; make that one INFO line. Handler failures (500)
+    keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code < 500:
+            detail = " ".join(f"{exc.code} {exc.message}".split())[:200]
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "refused a malformed request from %s: %s", (remote, detail)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+http_log = logging.getLogger("asrserve.server.http")
+"""aiohttp's server logger for our app (malformed requests as one INFO line)."""
+http_log.addFilter(_ClientErrorsAsInfo())
 
 _SHERPA_CLOSE_WAIT_S = 5.0
 _HEARTBEAT_S = 20.0
@@ -125,7 +149,7 @@ class _Connection:
         self.ws = ws
         self.session = session
         self.slot: StreamSlot | None = None
-        self.outbox: asyncio.Queue[Send | Close] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Send | Close | None] = asyncio.Queue()  # None: client gone
         self.drained = asyncio.Event()
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
         self.lane: _Lane | None = None
@@ -225,7 +249,7 @@ class AsrServer:
         app = web.Application(middlewares=[self._guard])
         self._routes(app)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=http_log
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl)
@@ -394,6 +418,10 @@ class AsrServer:
                 await self._receive_loop(conn)
             finally:
                 ws.closed.set()
+                # The client closed or vanished: whatever is queued before this
+                # is still tried, then the sender stops instead of waiting for
+                # an end of stream that will not come (no stop was sent).
+                conn.outbox.put_nowait(None)
             await sender
         finally:
             sender.cancel()
@@ -487,6 +515,8 @@ class AsrServer:
         try:
             while True:
                 cmd = await conn.outbox.get()
+                if cmd is None:
+                    return
                 if isinstance(cmd, Send):
                     await ws.send(cmd.data)
                     if cmd.data == "Done!":  # sherpa dialect: the client closes
@@ -562,8 +592,45 @@ class AsrServer:
                     conn.outbox.put_nowait(cmd)
 
 
+def _width(info: object) -> int | None:
+    shape = getattr(info, "shape", None)
+    last = shape[-1] if shape else None
+    return last if isinstance(last, int) and last > 0 else None
+
+
+def check_model(recognizer: Recognizer) -> None:
+    """Fail at startup, in one line, when the model's files load but do not fit
+    together (a file swapped for another model's): compare the widths the
+    graphs declare, then decode a second of silence. Without this the server
+    would listen and fail every stream."""
+    model = recognizer.model
+    graphs = {role: getattr(model, role, None) for role in ("encoder", "decoder", "joiner")}
+    paths = {role: getattr(g, "path", role) for role, g in graphs.items()}
+    joiner_in = getattr(graphs["joiner"], "inputs", None) or ()
+    for i, role in enumerate(("encoder", "decoder")):
+        outputs = getattr(graphs[role], "outputs", None) or ()
+        have = _width(outputs[0]) if outputs else None
+        want = _width(joiner_in[i]) if len(joiner_in) > i else None
+        if have is not None and want is not None and have != want:
+            raise ModelLoadError(
+                f"{paths[role]}: its output is {have} wide but {paths['joiner']} takes {want}; "
+                "the files come from different models"
+            )
+    rate = recognizer.feature_config.sample_rate
+    try:
+        recognizer.transcribe(np.zeros(rate, dtype=np.float32), rate)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300]
+        files = ", ".join(str(p) for p in paths.values())
+        raise ModelLoadError(
+            f"{files}: a test decode failed ({type(exc).__name__}: {reason}); "
+            "do these files belong to one model?"
+        ) from exc
+
+
 async def run_server(recognizer: Recognizer, config: ServerConfig) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    """Check the model, serve until SIGINT/SIGTERM, then shut down gracefully."""
+    check_model(recognizer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,8 +35,18 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 
 FORMATS = ("f32le", "s16le")
+MAX_SAMPLE = 32768.0
+"""float32 samples beyond this are not audio in any convention (clients send
+[-1, 1]; some send the int16 range); far larger ones overflow the features."""
 _MAX_RATE = 384_000
 _MIN_RATE = 1000
+# What a client's start message may ask for: more would let one session stall
+# its whole decode lane (the search grows with the beam; hotwords are compiled
+# on the decode thread), so larger values are refused as bad_config.
+MAX_BEAM = 64
+MAX_SYMBOLS_PER_FRAME = 16
+MAX_HOTWORDS = 1000
+MAX_HOTWORD_CHARS = 200
 
 
 class Dialect(enum.Enum):
@@ -121,6 +131,11 @@ def decode_audio(data: bytes, fmt: str) -> npt.NDArray[np.float32]:
     x = np.frombuffer(data, dtype="<f4").astype(np.float32)
     if not np.isfinite(x).all():
         raise AudioFormatError("binary frame holds NaN or infinite samples; frame dropped")
+    if x.size and float(np.abs(x).max()) > MAX_SAMPLE:
+        raise AudioFormatError(
+            f"binary frame holds samples beyond ±{MAX_SAMPLE:g} (float32 audio is expected "
+            "in [-1, 1]); frame dropped"
+        )
     return x
 
 
@@ -191,6 +206,9 @@ def _decoding_from(obj: Any, base: DecodingConfig) -> DecodingConfig:
             if not _is_number(v) or (kind is int and not isinstance(v, int)):
                 raise ConfigError(f"decoding.{k} must be a {kind.__name__}, got {v!r}")
             values[k] = kind(v)
+    for k, most in (("beam", MAX_BEAM), ("max_symbols_per_frame", MAX_SYMBOLS_PER_FRAME)):
+        if values.get(k, 0) > most:
+            raise ConfigError(f"decoding.{k} is at most {most} on this server, got {values[k]}")
     return replace(base, **values).validate()
 
 
@@ -222,6 +240,10 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
     hotwords = obj.get("hotwords", list(defaults.hotwords))
     if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
         raise ConfigError("hotwords must be a list of strings")
+    if len(hotwords) > MAX_HOTWORDS or any(len(h) > MAX_HOTWORD_CHARS for h in hotwords):
+        raise ConfigError(
+            f"at most {MAX_HOTWORDS} hotwords of at most {MAX_HOTWORD_CHARS} characters each"
+        )
     if hotwords and decoding.method != "modified_beam":
         raise ConfigError("hotwords need decoding method 'modified_beam'")
     endpoint = defaults.endpoint
@@ -312,7 +334,7 @@ class Session:
             return [*out, Stop()]
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
             obj = None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             return self._reject("text frames must be JSON objects with a string 'type'")

@@ -49,6 +49,7 @@ from asrserve.server.protocol import (
 )
 
 SAMPLE_RATE = 24000
+_MAX_SILENCE_MS = 3_600_000
 _TRANSCRIPTION = "conversation.item.input_audio_transcription"
 
 
@@ -141,7 +142,7 @@ class RealtimeSession:
             return [self._error("invalid_event", "binary frames are not events; send JSON")]
         try:
             event = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
             event = None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return [self._error("invalid_event", "events are JSON objects with a string 'type'")]
@@ -170,8 +171,15 @@ class RealtimeSession:
                 endpoint = replace(endpoint, enabled=False)
             elif isinstance(turn, dict) and turn.get("type", "server_vad") == "server_vad":
                 silence = turn.get("silence_duration_ms", 500)
-                if not isinstance(silence, int | float) or silence <= 0:
-                    msg = "turn_detection.silence_duration_ms must be a positive number"
+                if (
+                    not isinstance(silence, int | float)
+                    or isinstance(silence, bool)
+                    or not 0 < silence <= _MAX_SILENCE_MS  # also refuses NaN
+                ):
+                    msg = (
+                        "turn_detection.silence_duration_ms must be a number in "
+                        f"(0, {_MAX_SILENCE_MS}]"
+                    )
                     return [self._error("invalid_value", msg, client_id)]
                 endpoint = EndpointConfig(
                     enabled=True,

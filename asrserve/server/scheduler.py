@@ -72,6 +72,10 @@ class StreamSlot:
         self.reported_ids: list[int] = []  # tokens of the last partial sent
 
     @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    @property
     def pending_s(self) -> float:
         return self._pending_samples / self.config.sample_rate
 
@@ -126,6 +130,7 @@ class Scheduler:
         rec = self.recognizer
         outcomes: dict[int, list[Outcome]] = {}
         live: list[StreamSlot] = []
+        dropped: list[StreamSlot] = []  # failed now: their error is still reported
         for slot in self._slots:
             if slot.abandoned or slot.done:
                 continue
@@ -137,7 +142,17 @@ class Scheduler:
                 )
                 if slot.stream is None:
                     slot.done = True
+                    dropped.append(slot)
                     continue
+            except Exception as exc:
+                # A bug, not the client's doing: drop this stream only; the
+                # others in this step go on.
+                log.exception("feeding audio to a stream failed; dropping the stream")
+                slot.done = True
+                err = AsrServeError(f"internal error while taking audio: {exc}")
+                outcomes.setdefault(id(slot), []).append(Outcome("error", error=err, fatal=True))
+                dropped.append(slot)
+                continue
             live.append(slot)
         self._slots = live
         # Rounds: every stream with a ready chunk advances by one per encoder
@@ -173,9 +188,12 @@ class Scheduler:
                 s = slot.stream
                 unprocessed = s.features.num_frames_ready - s.num_processed_frames
                 slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
-                if rec.is_ready(s) or slot.flushing:
+                # input held back behind a flush that just ended must be taken
+                # now: nothing else may wake the lane (the reader may be paused
+                # by backpressure on exactly that input)
+                if rec.is_ready(s) or slot.flushing or slot.has_pending:
                     ready_now += 1
-        by_id = {id(s): s for s in live}
+        by_id = {id(s): s for s in [*live, *dropped]}
         per_slot = [(by_id[k], v) for k, v in outcomes.items() if k in by_id]
         return StepResult(per_slot, ready_now)
 
