@@ -144,7 +144,12 @@ async def read_upload(request: web.Request, limit: int) -> Upload:
     """The multipart form: ``file`` bytes (at most ``limit``) and text fields."""
     if request.content_length is not None and request.content_length > limit + 65536:
         raise TooLarge
-    reader = await request.multipart()
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError(f"Content-Type is {request.content_type or 'missing'!r}")
+    try:
+        reader = await request.multipart()
+    except (KeyError, AssertionError) as exc:  # aiohttp's complaints about the headers
+        raise ValueError(f"not a multipart body ({exc!r})") from exc
     upload = Upload()
     seen_file = False
     while (part := await reader.next()) is not None:
