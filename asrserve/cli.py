@@ -155,6 +155,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="require 'Authorization: Bearer TOKEN' (or ?token=) with a token of this file; "
         "one per line, reloaded on SIGHUP",
     )
+    p.add_argument(
+        "--max-pending-messages",
+        type=int,
+        default=d.max_pending_messages,
+        help="results queued for a client that does not read before it is dropped",
+    )
     p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss://")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument(
@@ -197,6 +203,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         allowed_origins=tuple(args.allowed_origin),
+        max_pending_messages=args.max_pending_messages,
     ).validate()
     endpoint = EndpointConfig(
         enabled=not args.no_endpoint,

@@ -157,11 +157,13 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
+    max_pending_messages: int = 1024  # results queued for a client that is not reading
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
         positive = (
+            "max_pending_messages",
             "sample_rate",
             "max_batch_size",
             "max_connections",

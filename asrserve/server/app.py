@@ -84,10 +84,17 @@ class _ClosedError(Exception):
 class _Socket:
     """The few WebSocket operations the server needs, over aiohttp's."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self._ws = ws
+        self._transport = transport
         self.closed = asyncio.Event()
         """Set once the receiving side saw the connection end."""
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake (a client that
+        does not read cannot take one)."""
+        if self._transport is not None:
+            self._transport.abort()  # type: ignore[attr-defined]
 
     async def recv(self) -> str | bytes:
         msg = await self._ws.receive()
@@ -386,7 +393,7 @@ class AsrServer:
         self._per_token.acquire(token)
         try:
             await ws.prepare(request)
-            await self._handle(_Socket(ws), session)
+            await self._handle(_Socket(ws, request.transport), session)
         finally:
             self._per_ip.release(address)
             self._per_token.release(token)
@@ -590,6 +597,13 @@ class AsrServer:
             for cmd in cmds:
                 if isinstance(cmd, Send | Close):
                     conn.outbox.put_nowait(cmd)
+        if conn.outbox.qsize() > self.config.max_pending_messages:
+            # the client stopped reading: cut it rather than queue without end
+            log.info("dropping a client that reads no results (%d queued)", conn.outbox.qsize())
+            self.metrics.count_error("slow_client")
+            if conn.slot is not None:
+                conn.slot.abandoned = True
+            conn.ws.abort()
 
 
 def _width(info: object) -> int | None:

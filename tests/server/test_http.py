@@ -594,3 +594,36 @@ def test_readyz_turns_unready_while_draining(recognizer: asrserve.Recognizer) ->
             await drain
 
     serve(recognizer, body)
+
+
+def test_a_client_that_reads_nothing_is_cut_not_queued_for(
+    recognizer: asrserve.Recognizer,
+) -> None:
+    """Results pile up for a client whose socket is not read: past
+    ``max_pending_messages`` the connection is dropped and its stream abandoned."""
+    from asrserve.core.events import Result
+    from asrserve.server.app import _Connection
+    from asrserve.server.protocol import Session, SessionConfig
+    from asrserve.server.scheduler import Outcome, StreamSlot
+
+    class StuckSocket:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    async def main() -> None:
+        server = AsrServer(recognizer, ServerConfig(port=0, max_pending_messages=8))
+        ws = StuckSocket()
+        conn = _Connection(ws, Session(SessionConfig()))  # type: ignore[arg-type]
+        conn.session.receive(json.dumps({"type": "start"}))
+        conn.slot = StreamSlot(SessionConfig())
+        partial = Outcome("partial", Result(text="A", tokens=["A"], timestamps=[0.0]))
+        server._deliver(conn, [partial] * 8)
+        assert not ws.aborted
+        server._deliver(conn, [partial])
+        assert ws.aborted
+        assert conn.slot.abandoned
+        assert 'asrserve_errors_total{code="slow_client"} 1' in server.metrics.render()
+
+    asyncio.run(main())
