@@ -214,7 +214,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # idle inference threads must not steal the event loop's core: no spinning
     recognizer = _load(args, endpoint=endpoint, spin=False)
     logging.getLogger("asrserve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(run_server(recognizer, config))
+    asyncio.run(run_server(recognizer, config, check=False))
     return EXIT_OK
 
 
@@ -231,10 +231,12 @@ def _decoding_config(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace, **options: Any) -> Any:
-    """The model of the model options; ``options`` go to :func:`asrserve.load_model`."""
+    """The model of the model options, checked (its files must belong together);
+    ``options`` go to :func:`asrserve.load_model`."""
     import asrserve
+    from asrserve.core.selfcheck import check_model
 
-    return asrserve.load_model(
+    recognizer = asrserve.load_model(
         args.model,
         provider=args.provider,
         num_threads=args.num_threads,
@@ -242,6 +244,8 @@ def _load(args: argparse.Namespace, **options: Any) -> Any:
         decoding=_decoding_config(args),
         **options,
     )
+    check_model(recognizer)
+    return recognizer
 
 
 def _render(fmt: str, path: str, result: Any, duration: float) -> str:

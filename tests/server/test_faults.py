@@ -227,11 +227,15 @@ def _break(model: Path, case: str) -> tuple[Path, str]:
         "joiner_of_another_model",
     ],
 )
-def test_broken_model_file_fails_at_startup_in_one_line(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("command", ["serve", "transcribe"])
+def test_broken_model_file_fails_at_startup_in_one_line(
+    tmp_path: Path, case: str, command: str
+) -> None:
     model = _model_copy(tmp_path)
     bad, why = _break(model, case)
+    args = ["--port", "0"] if command == "serve" else [str(next(BUILTIN.glob("test_wavs/*.wav")))]
     done = subprocess.run(
-        [str(ASRSERVE), "serve", "--model", str(model), "--precision", "fp32", "--port", "0"],
+        [str(ASRSERVE), command, "--model", str(model), "--precision", "fp32", *args],
         capture_output=True,
         text=True,
         timeout=60,
