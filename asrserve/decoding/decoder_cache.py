@@ -52,7 +52,8 @@ class DecoderCache:
             return self._get(contexts)
 
     def _get(self, contexts: Sequence[Context]) -> FloatArray:
-        missing = list(dict.fromkeys(c for c in contexts if c not in self._cache))
+        rows = {c: self._cache[c] for c in contexts if c in self._cache}
+        missing = [c for c in dict.fromkeys(contexts) if c not in rows]
         if missing:
             self.misses += len(missing)
             if self.batch_dependent:
@@ -61,8 +62,10 @@ class DecoderCache:
             else:
                 out = self.run(*missing)
             for ctx, row in zip(missing, out, strict=True):
-                self._cache[ctx] = row.copy()
+                rows[ctx] = self._cache[ctx] = row.copy()
+            # evict after the answer is assembled: one call may need more
+            # contexts than the cache holds
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
         self.hits += len(contexts) - len(missing)
-        return np.stack([self._cache[c] for c in contexts])
+        return np.stack([rows[c] for c in contexts])
