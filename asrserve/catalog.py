@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 FAMILIES: Final = frozenset(
-    {"lstm", "zipformer", "zipformer2", "conv_emformer", "nemo_fastconformer", "nemo_tdt"}
+    {"lstm", "zipformer", "zipformer2", "conv_emformer", "nemo_fastconformer", "nemo_tdt", "vad"}
 )
 BACKENDS: Final = frozenset({"onnx", "ncnn"})
 ARCHIVES: Final = frozenset({"tar.bz2", "tar.gz", "zip", "none"})

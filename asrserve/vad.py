@@ -84,7 +84,8 @@ class VadConfig:
 
 def find_vad_model(explicit: str | Path | None = None, model_dir: Path | None = None) -> Path:
     """``silero_vad.onnx``: ``explicit``, else in ``model_dir``, else
-    ``$ASRSERVE_VAD_MODEL``, else ``models/silero-vad/`` of the repository."""
+    ``$ASRSERVE_VAD_MODEL``, else ``silero-vad/`` of the models directory
+    (``asrserve models pull silero-vad``), else of the repository's ``models/``."""
     if explicit is not None:
         candidates = [Path(explicit)]
     else:
@@ -93,6 +94,10 @@ def find_vad_model(explicit: str | Path | None = None, model_dir: Path | None = 
             candidates.append(model_dir / MODEL_FILE)
         if env := os.environ.get(ENV_MODEL):
             candidates.append(Path(env))
+        from asrserve.catalog import default_models_dir
+
+        # where `asrserve models pull silero-vad` puts it
+        candidates.append(default_models_dir() / "silero-vad" / MODEL_FILE)
         candidates.append(
             Path(__file__).resolve().parent.parent / "models" / "silero-vad" / MODEL_FILE
         )
@@ -102,7 +107,7 @@ def find_vad_model(explicit: str | Path | None = None, model_dir: Path | None = 
     tried = ", ".join(str(c) for c in candidates)
     raise ModelLoadError(
         f"Silero VAD model not found (tried {tried}); pass VadConfig(model=...) "
-        f"or set {ENV_MODEL} to a silero_vad.onnx"
+        f"or set {ENV_MODEL} to a silero_vad.onnx, or run 'asrserve models pull silero-vad'"
     )
 
 

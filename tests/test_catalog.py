@@ -198,6 +198,10 @@ def test_repo_catalog_loads_and_validates() -> None:
         assert entry.files, name
         if entry.builtin:
             assert entry.url == ""
+        elif entry.archive == "none":  # a single file, e.g. the VAD model
+            assert entry.url.startswith("https://")
+            assert entry.sha256
+            assert entry.url.endswith("/" + next(iter(entry.files.values())))
         else:
             assert entry.url.startswith(
                 (
@@ -590,3 +594,28 @@ streaming = true
     assert by_name == capsys.readouterr().out
     assert main(["models", "pull", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_silero_vad_entry_pulls_where_the_vad_looks(
+    server: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog's VAD file (checksum from the shared copy) pulled from a
+    loopback mirror lands where Parakeet TDT and bulk splitting find it."""
+    from asrserve.vad import find_vad_model
+    from tests.conftest import SHARED_MODELS
+
+    shared = SHARED_MODELS / "silero-vad" / "silero_vad.onnx"
+    if not shared.is_file():
+        pytest.skip(f"shared VAD model not found at {shared}")
+    entry = load_catalog()["silero-vad"]
+    data = shared.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry.sha256
+    assert len(data) == entry.size_bytes
+    server.state.files["/silero_vad.onnx"] = data
+    result = pull(
+        entry, tmp_path, progress=False, url=server.url("/silero_vad.onnx"), timeout=TIMEOUT
+    )
+    assert result == tmp_path / "silero-vad"
+    monkeypatch.setenv("ASRSERVE_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("ASRSERVE_VAD_MODEL", raising=False)
+    assert find_vad_model() == tmp_path / "silero-vad" / "silero_vad.onnx"
