@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,21 +34,35 @@ class BeamHyp:
     """Decoder context used instead of ``ys`` for one frame after an endpoint."""
 
 
-@dataclass
-class BeamState:
-    """All active paths of one stream, keyed by token sequence."""
+class _Path(Protocol):
+    ys: list[int]
+    log_prob: float
 
-    hyps: dict[tuple[int, ...], BeamHyp]
+
+PathT = TypeVar("PathT", bound=_Path)
+
+
+@dataclass
+class MergingPaths(Generic[PathT]):
+    """All active paths of one stream, keyed by token sequence: a path that
+    reaches the same tokens as one already held is merged into it."""
+
+    hyps: dict[tuple[int, ...], PathT]
     context_graph: ContextGraph | None = None
     frame_offset: int = 0
 
-    def add(self, hyp: BeamHyp) -> None:
+    def add(self, hyp: PathT) -> None:
         key = tuple(hyp.ys)
         old = self.hyps.get(key)
         if old is None:
             self.hyps[key] = hyp
         else:
             old.log_prob = float(np.logaddexp(old.log_prob, hyp.log_prob))
+
+
+@dataclass
+class BeamState(MergingPaths[BeamHyp]):
+    """All active paths of one stream, keyed by token sequence."""
 
     def best(self) -> BeamHyp:
         return max(self.hyps.values(), key=lambda h: h.log_prob / len(h.ys))
@@ -66,6 +81,28 @@ def topk_desc(values: FloatArray, k: int) -> list[int]:
     idx = np.arange(values.size) if k >= values.size else np.argpartition(-values, k - 1)[:k]
     order = np.lexsort((idx, -values[idx]))
     return [int(i) for i in idx[order]]
+
+
+def top_extensions(
+    logits: FloatArray, paths: Sequence[Sequence[_Path]], beam: int
+) -> list[list[tuple[int, int, float]]]:
+    """One frame of modified beam search. ``logits`` (P, V) has a row per path of
+    ``paths`` (each stream's paths, flattened in order); for each stream, its
+    ``beam`` best extensions by one token (blank included), best first, as
+    (row of the path in ``logits``, token, the path's log-prob plus the token's)."""
+    vocab = logits.shape[1]
+    logp = log_softmax(logits)
+    base = np.asarray([h.log_prob for hs in paths for h in hs], dtype=np.float64)
+    scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
+    out = []
+    start = 0
+    for hyps in paths:
+        block = scores[start : start + len(hyps)].ravel()
+        out.append(
+            [(start + k // vocab, k % vocab, float(block[k])) for k in topk_desc(block, beam)]
+        )
+        start += len(hyps)
+    return out
 
 
 class ModifiedBeamSearch:
@@ -108,7 +145,6 @@ class ModifiedBeamSearch:
     def decode(self, encoder_out: FloatArray, states: Sequence[BeamState]) -> None:
         """Advance every stream's paths over ``encoder_out`` (N, T, D) in place."""
         num_frames = encoder_out.shape[1]
-        vocab = 0
         for t in range(num_frames):
             prev = [list(s.hyps.values()) for s in states]
             flat = [h for hs in prev for h in hs]
@@ -119,21 +155,14 @@ class ModifiedBeamSearch:
                 dec = self.decoder.get([self.decoder.context_of(h.ys, h.carried) for h in flat])
                 enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
                 logits = self.joiner(enc, dec)
-            vocab = logits.shape[1]
             if self.blank_penalty > 0:
                 logits[:, 0] -= self.blank_penalty
-            logp = log_softmax(logits)
-            base = np.asarray([h.log_prob for h in flat], dtype=np.float64)
-            scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
-            start = 0
-            for state, hyps in zip(states, prev, strict=True):
-                block = scores[start : start + len(hyps)].ravel()
-                start += len(hyps)
+            best = top_extensions(logits, prev, self.beam)
+            for state, extensions in zip(states, best, strict=True):
                 state.hyps = {}
                 graph = state.context_graph
-                for k in topk_desc(block, self.beam):
-                    src = hyps[k // vocab]
-                    token = k % vocab
+                for row, token, score in extensions:
+                    src = flat[row]
                     context_score = 0.0
                     hyp = BeamHyp(
                         src.ys, 0.0, src.timestamps, src.context_state, src.num_trailing_blanks
@@ -148,7 +177,7 @@ class ModifiedBeamSearch:
                             )
                     else:
                         hyp.num_trailing_blanks += 1
-                    hyp.log_prob = float(block[k]) + context_score
+                    hyp.log_prob = score + context_score
                     state.add(hyp)
         for s in states:
             s.frame_offset += num_frames

@@ -18,12 +18,12 @@ embedding is the zero padding row).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.decoding.beam import log_softmax, topk_desc
+from asrserve.decoding.beam import MergingPaths, top_extensions
 from asrserve.decoding.hotwords import ContextGraph, ContextState
 
 FloatArray = npt.NDArray[np.float32]
@@ -53,44 +53,34 @@ class RnntGreedyState:
 
 
 @dataclass
-class RnntBeamState:
-    hyps: dict[tuple[int, ...], RnntHyp]
-    context_graph: ContextGraph | None = None
-    frame_offset: int = 0
-
-    def add(self, hyp: RnntHyp) -> None:
-        key = tuple(hyp.ys)
-        old = self.hyps.get(key)
-        if old is None:
-            self.hyps[key] = hyp
-        else:
-            old.log_prob = float(np.logaddexp(old.log_prob, hyp.log_prob))
-
+class RnntBeamState(MergingPaths[RnntHyp]):
     def best(self) -> RnntHyp:
         # length-normalised; the start token counts, so an empty path divides by 1
         return max(self.hyps.values(), key=lambda h: h.log_prob / (len(h.ys) + 1))
 
 
+@dataclass(eq=False)
 class _RnntBase:
-    def __init__(
-        self,
-        step: DecoderStep,
-        init_states: Callable[[], DecoderStates],
-        blank_id: int,
-        *,
-        start_id: int | None = None,
-        blank_penalty: float = 0.0,
-        state_batch_axis: int = 1,
-    ) -> None:
-        self.step = step
-        self.init_states = init_states
-        self.blank_id = blank_id
-        self.start_id = blank_id if start_id is None else start_id
-        self.blank_penalty = blank_penalty
-        self.axis = state_batch_axis
+    """What both searches take: the decoder+joint ``step``, fresh decoder states,
+    the blank id and, by keyword, ``start_id`` (the token a fresh hypothesis reads;
+    blank by default), ``blank_penalty`` and ``state_batch_axis``. A subclass adds
+    its own limit as the fourth positional field."""
+
+    step: DecoderStep
+    init_states: Callable[[], DecoderStates]
+    blank_id: int
+    _: KW_ONLY
+    start_id: int | None = None
+    blank_penalty: float = 0.0
+    state_batch_axis: int = 1
+
+    _start: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._start = self.blank_id if self.start_id is None else self.start_id
 
     def _fresh(self, context_state: ContextState | None = None) -> RnntHyp:
-        return RnntHyp([], self.start_id, self.init_states(), context_state=context_state)
+        return RnntHyp([], self._start, self.init_states(), context_state=context_state)
 
     def _run(self, enc: FloatArray, hyps: Sequence[RnntHyp]) -> tuple[FloatArray, DecoderStates]:
         """One batched step over ``hyps`` against encoder rows ``enc`` (P, D)."""
@@ -99,7 +89,7 @@ class _RnntBase:
             states = list(hyps[0].states)
         else:
             states = [
-                np.concatenate([h.states[k] for h in hyps], axis=self.axis)
+                np.concatenate([h.states[k] for h in hyps], axis=self.state_batch_axis)
                 for k in range(len(hyps[0].states))
             ]
         logits, nxt = self.step(np.ascontiguousarray(enc), tokens, states)
@@ -109,35 +99,16 @@ class _RnntBase:
         return logits, nxt
 
     def _row(self, states: DecoderStates, i: int) -> DecoderStates:
-        return [np.take(s, [i], axis=self.axis) for s in states]
+        return [np.take(s, [i], axis=self.state_batch_axis) for s in states]
 
 
+@dataclass(eq=False)
 class RnntGreedySearch(_RnntBase):
     """Batched greedy search: per frame, every stream emits until blank or
     ``max_symbols_per_frame`` tokens."""
 
     supports_hotwords = False
-
-    def __init__(
-        self,
-        step: DecoderStep,
-        init_states: Callable[[], DecoderStates],
-        blank_id: int,
-        max_symbols_per_frame: int = 10,
-        *,
-        start_id: int | None = None,
-        blank_penalty: float = 0.0,
-        state_batch_axis: int = 1,
-    ) -> None:
-        super().__init__(
-            step,
-            init_states,
-            blank_id,
-            start_id=start_id,
-            blank_penalty=blank_penalty,
-            state_batch_axis=state_batch_axis,
-        )
-        self.max_symbols_per_frame = max_symbols_per_frame
+    max_symbols_per_frame: int = 10
 
     def initial(self, context_graph: ContextGraph | None = None) -> RnntGreedyState:
         return RnntGreedyState(self._fresh())
@@ -180,33 +151,14 @@ class RnntGreedySearch(_RnntBase):
         return RnntGreedyState(self._fresh())
 
 
+@dataclass(eq=False)
 class RnntBeamSearch(_RnntBase):
     """Modified beam search (at most one token per frame) with hotwords: per
     frame every path of a stream is extended by every token, the ``beam``
     best survive, paths with equal tokens are merged by log-adding."""
 
     supports_hotwords = True
-
-    def __init__(
-        self,
-        step: DecoderStep,
-        init_states: Callable[[], DecoderStates],
-        blank_id: int,
-        beam: int = 4,
-        *,
-        start_id: int | None = None,
-        blank_penalty: float = 0.0,
-        state_batch_axis: int = 1,
-    ) -> None:
-        super().__init__(
-            step,
-            init_states,
-            blank_id,
-            start_id=start_id,
-            blank_penalty=blank_penalty,
-            state_batch_axis=state_batch_axis,
-        )
-        self.beam = beam
+    beam: int = 4
 
     def initial(self, context_graph: ContextGraph | None = None) -> RnntBeamState:
         root = context_graph.root if context_graph else None
@@ -220,18 +172,12 @@ class RnntBeamSearch(_RnntBase):
             counts = [len(hs) for hs in prev]
             enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
             logits, nxt = self._run(enc, flat)
-            vocab = logits.shape[1]
-            logp = log_softmax(logits)
-            base = np.asarray([h.log_prob for h in flat], dtype=np.float64)
-            scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
-            start = 0
-            for state, hyps in zip(states, prev, strict=True):
-                block = scores[start : start + len(hyps)].ravel()
+            best = top_extensions(logits, prev, self.beam)
+            for state, extensions in zip(states, best, strict=True):
                 graph = state.context_graph
                 state.hyps = {}
-                for k in topk_desc(block, self.beam):
-                    src_i, token = k // vocab, k % vocab
-                    src = hyps[src_i]
+                for row, token, score in extensions:
+                    src = flat[row]
                     context_score = 0.0
                     if token == self.blank_id:
                         hyp = RnntHyp(
@@ -246,7 +192,7 @@ class RnntBeamSearch(_RnntBase):
                         hyp = RnntHyp(
                             [*src.ys, token],
                             token,
-                            self._row(nxt, start + src_i),
+                            self._row(nxt, row),
                             timestamps=[*src.timestamps, t + state.frame_offset],
                             context_state=src.context_state,
                         )
@@ -254,9 +200,8 @@ class RnntBeamSearch(_RnntBase):
                             context_score, hyp.context_state = graph.forward_one_step(
                                 src.context_state, token
                             )
-                    hyp.log_prob = float(block[k]) + context_score
+                    hyp.log_prob = score + context_score
                     state.add(hyp)
-                start += len(hyps)
         for s in states:
             s.frame_offset += num_frames
 
