@@ -57,6 +57,7 @@ from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec, meta_int, pick_file
 from asrserve.families.layouts import LoadOptions
+from asrserve.families.nemo_cache import check_cache_dims, encoder_feeds
 from asrserve.features.kaldi_fbank import KaldiFbank
 
 MAX_SYMBOLS_PER_FRAME = 10
@@ -202,12 +203,7 @@ class SherpaNemoModel(BatchedStates):
             StateSpec(names[3], (1, *time), 0),
             StateSpec(names[4], (1,), 0, _dtype(encoder, 4)),
         ]
-        for spec, info in zip(self.state_specs[:2], encoder.inputs[2:4], strict=True):
-            for axis, (dim, want) in enumerate(zip(info.shape, spec.shape, strict=False)):
-                if axis and dim is not None and dim != want:
-                    raise ModelLoadError(
-                        f"{where}: {info.name} dim {axis} is {dim}, metadata says {want}"
-                    )
+        check_cache_dims(self.state_specs[:2], encoder.inputs[2:4], where, "metadata")
         self.decoder_state_shape = (key("pred_rnn_layers"), 1, key("pred_hidden"))
         self._len_dtype = _dtype(encoder, 1)
         self._target_dtype = _dtype(decoder, 0)
@@ -223,12 +219,7 @@ class SherpaNemoModel(BatchedStates):
     # --- graphs -------------------------------------------------------------------
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
         """``features`` (N, window, n_mels) → encoder_out (N, T', D), next caches."""
-        n = features.shape[0]
-        feeds: dict[str, npt.NDArray[np.generic]] = {
-            self._enc_names[0]: np.ascontiguousarray(features.transpose(0, 2, 1)),
-            self._enc_names[1]: np.full((n,), self.chunk_size, dtype=self._len_dtype),
-        }
-        feeds.update(zip(self._enc_names[2:], states, strict=True))
+        feeds = encoder_feeds(self._enc_names, features, self.chunk_size, self._len_dtype, states)
         out = self.encoder.run(feeds)
         enc = np.ascontiguousarray(out[0].astype(np.float32, copy=False).transpose(0, 2, 1))
         return enc, [out[2], out[3], out[4]]

@@ -45,6 +45,7 @@ from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec
 from asrserve.families.layouts import LoadOptions
+from asrserve.families.nemo_cache import check_cache_dims, encoder_feeds
 from asrserve.features.nemo_mel import NemoMel, NemoMelConfig, load_mel_weights
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
@@ -247,13 +248,8 @@ class NemoStreamingModel(BatchedStates):
             StateSpec(self.enc_in[3], one[1], 0),
             StateSpec(self.enc_in[4], (1,), 0, _dtype(encoder, self.enc_in[4])),
         ]
-        for spec in self.state_specs[:2]:
-            info = next(t for t in encoder.inputs if t.name == spec.name)
-            for axis, (dim, want) in enumerate(zip(info.shape, spec.shape, strict=False)):
-                if axis and dim is not None and dim != want:
-                    raise ModelLoadError(
-                        f"{encoder.path}: {spec.name} dim {axis} is {dim}, config.json says {want}"
-                    )
+        infos = [next(t for t in encoder.inputs if t.name == n) for n in self.enc_in[2:4]]
+        check_cache_dims(self.state_specs[:2], infos, encoder.path, "config.json")
         layers = cfg.get_int("decoder.prediction_layers", dm)
         hidden = cfg.get_int("decoder.prediction_hidden", dm)
         self.decoder_state_shape = (layers, 1, hidden)
@@ -274,11 +270,7 @@ class NemoStreamingModel(BatchedStates):
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
         """``features`` (N, chunk_size, n_mels) → encoder_out (N, T', D), next caches."""
         n = features.shape[0]
-        feeds: dict[str, npt.NDArray[np.generic]] = {
-            self.enc_in[0]: np.ascontiguousarray(features.transpose(0, 2, 1)),
-            self.enc_in[1]: np.full((n,), self.chunk_size, dtype=self._len_dtype),
-        }
-        feeds.update(zip(self.enc_in[2:], states, strict=True))
+        feeds = encoder_feeds(self.enc_in, features, self.chunk_size, self._len_dtype, states)
         names = [t.name for t in self.encoder.outputs]
         out = dict(zip(names, self.encoder.run(feeds), strict=True))
         enc = out[self.enc_out[0]].astype(np.float32, copy=False)
@@ -310,19 +302,15 @@ class NemoStreamingModel(BatchedStates):
 
     def make_search(self, cfg: DecodingConfig) -> Search:
         if normalize_method(cfg.method) == "greedy":
-            return RnntGreedySearch(
-                self.decoder_step,
-                self.init_decoder_states,
-                self.blank_id,
-                cfg.max_symbols_per_frame,
-                start_id=self.start_id,
-                blank_penalty=cfg.blank_penalty,
-            )
-        return RnntBeamSearch(
+            search: type[RnntGreedySearch | RnntBeamSearch] = RnntGreedySearch
+            limit = cfg.max_symbols_per_frame
+        else:
+            search, limit = RnntBeamSearch, cfg.beam
+        return search(
             self.decoder_step,
             self.init_decoder_states,
             self.blank_id,
-            cfg.beam,
+            limit,
             start_id=self.start_id,
             blank_penalty=cfg.blank_penalty,
         )
