@@ -8,9 +8,9 @@ unstack caches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,44 @@ log = logging.getLogger("asrserve")
 SearchFactory = Callable[[DecodingConfig], Search]
 """Builds the search for one decoding configuration (a family's own search)."""
 _DEFAULT_TAIL_PADDING_S = 0.66
+
+
+class _AudioInput(Protocol):
+    def accept_waveform(self, sample_rate: int, samples: npt.ArrayLike) -> None: ...
+
+    def input_finished(self) -> None: ...
+
+
+def load_input(
+    audio: str | Path | npt.ArrayLike, sample_rate: int | None, rate: int
+) -> tuple[npt.NDArray[np.float32], int]:
+    """What ``transcribe`` reads: a file (decoded at the model's ``rate``) or
+    an array at ``sample_rate``; the samples as float32 and their rate."""
+    if isinstance(audio, str | Path):
+        return load_audio(audio, rate), rate
+    if sample_rate is None:
+        raise ConfigError("sample_rate is required when transcribing an array")
+    return to_float32(np.asarray(audio)), sample_rate
+
+
+def feed_in_chunks(
+    stream: _AudioInput,
+    samples: npt.NDArray[np.float32],
+    rate: int,
+    chunk_seconds: float,
+    progress: Callable[[float, float], None] | None,
+) -> Iterator[None]:
+    """Feed ``samples`` to ``stream`` ``chunk_seconds`` at a time, yielding after
+    each chunk (the caller decodes there) and then calling ``progress(done_s,
+    total_s)``; the stream's input is finished when the iteration ends."""
+    step = max(1, int(chunk_seconds * rate))
+    total = samples.size / rate
+    for begin in range(0, samples.size, step):
+        stream.accept_waveform(rate, samples[begin : begin + step])
+        yield
+        if progress is not None:
+            progress(min(total, (begin + step) / rate), total)
+    stream.input_finished()
 
 
 class Recognizer:
@@ -232,22 +270,10 @@ class Recognizer:
 
         ``progress(done_s, total_s)`` is called as audio is consumed.
         """
-        if isinstance(audio, str | Path):
-            samples = load_audio(audio, self.feature_config.sample_rate)
-            rate = self.feature_config.sample_rate
-        else:
-            if sample_rate is None:
-                raise ConfigError("sample_rate is required when transcribing an array")
-            samples, rate = to_float32(np.asarray(audio)), sample_rate
+        samples, rate = load_input(audio, sample_rate, self.feature_config.sample_rate)
         stream = self.create_stream(hotwords=hotwords)
-        step = max(1, int(chunk_seconds * rate))
-        total = samples.size / rate
-        for begin in range(0, samples.size, step):
-            stream.accept_waveform(rate, samples[begin : begin + step])
+        for _ in feed_in_chunks(stream, samples, rate, chunk_seconds, progress):
             self.decode_stream(stream)
-            if progress is not None:
-                progress(min(total, (begin + step) / rate), total)
-        stream.input_finished()
         self.decode_stream(stream)
         return self.get_result(stream, is_final=True)
 

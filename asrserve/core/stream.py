@@ -51,6 +51,40 @@ class FeatureExtractor(Protocol):
     def discard_before(self, frame: int) -> None: ...
 
 
+class InputRate:
+    """A stream's input sample rate: fixed by the first audio, checked on the
+    rest, converted to the model's ``rate``."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._input_rate: int | None = None
+        self._resampler: StreamResampler | None = None
+
+    def convert(self, sample_rate: int, samples: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """``samples`` (float32 in [-1, 1] or int16 at ``sample_rate``) as float32
+        at the model's rate."""
+        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+            raise AudioFormatError(f"sample rate must be a positive integer, got {sample_rate!r}")
+        if self._input_rate is None:
+            self._input_rate = int(sample_rate)
+            if sample_rate != self.rate:
+                self._resampler = StreamResampler(int(sample_rate), self.rate)
+        elif sample_rate != self._input_rate:
+            raise AudioFormatError(
+                f"sample rate changed mid-stream from {self._input_rate} to {sample_rate}"
+            )
+        x = to_float32(samples)
+        if self._resampler is not None:
+            x = self._resampler.process(x)
+        return x
+
+    def flush(self) -> npt.NDArray[np.float32] | None:
+        """At input end: the resampler's last samples (None when there is none)."""
+        if self._resampler is None:
+            return None
+        return self._resampler.process(np.zeros(0, dtype=np.float32), last=True)
+
+
 class Stream:
     """Created by :meth:`asrserve.Recognizer.create_stream`.
 
@@ -76,8 +110,7 @@ class Stream:
         self.segment_start_frame = 0
         self.num_samples = 0  # at the model rate, tail padding excluded
         self.endpoint: EndpointConfig | None = None  # None: the recognizer's rules
-        self._input_rate: int | None = None
-        self._resampler: StreamResampler | None = None
+        self._input = InputRate(features.config.sample_rate)
 
     @property
     def sample_rate(self) -> int:
@@ -96,19 +129,7 @@ class Stream:
         """Append audio: float32 in [-1, 1] or int16, at any (fixed) sample rate."""
         if self.features.finished:
             raise AudioFormatError("input_finished() was called; the stream takes no more audio")
-        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-            raise AudioFormatError(f"sample rate must be a positive integer, got {sample_rate!r}")
-        if self._input_rate is None:
-            self._input_rate = int(sample_rate)
-            if sample_rate != self.sample_rate:
-                self._resampler = StreamResampler(int(sample_rate), self.sample_rate)
-        elif sample_rate != self._input_rate:
-            raise AudioFormatError(
-                f"sample rate changed mid-stream from {self._input_rate} to {sample_rate}"
-            )
-        x = to_float32(samples)
-        if self._resampler is not None:
-            x = self._resampler.process(x)
+        x = self._input.convert(sample_rate, samples)
         self.num_samples += x.size
         self.features.accept_waveform(x)
 
@@ -117,8 +138,8 @@ class Stream:
         that lets the encoder see the last real frames."""
         if self.features.finished:
             return
-        if self._resampler is not None:
-            rest = self._resampler.process(np.zeros(0, dtype=np.float32), last=True)
+        rest = self._input.flush()
+        if rest is not None:
             self.num_samples += rest.size
             self.features.accept_waveform(rest)
         pad = round(self.tail_padding_s * self.sample_rate)

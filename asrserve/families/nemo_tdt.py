@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.audio import StreamResampler, load_audio, to_float32
+from asrserve.audio import to_float32
 from asrserve.backends.base import BackendOptions, Session
 from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig, normalize_method
 from asrserve.core.events import Result
+from asrserve.core.recognizer import feed_in_chunks, load_input
+from asrserve.core.stream import InputRate
 from asrserve.decoding.tdt import JointState, TdtGreedySearch
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import AudioFormatError, ConfigError, ModelLoadError
@@ -353,8 +355,7 @@ class TdtStream:
         self._rate = sample_rate
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0  # absolute sample index of _buffer[0]
-        self._input_rate: int | None = None
-        self._resampler: StreamResampler | None = None
+        self._input = InputRate(sample_rate)
 
     @property
     def sample_rate(self) -> int:
@@ -377,26 +378,14 @@ class TdtStream:
         """Append audio: float32 in [-1, 1] or int16, at any (fixed) sample rate."""
         if self.vad.finished:
             raise AudioFormatError("input_finished() was called; the stream takes no more audio")
-        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-            raise AudioFormatError(f"sample rate must be a positive integer, got {sample_rate!r}")
-        if self._input_rate is None:
-            self._input_rate = int(sample_rate)
-            if sample_rate != self._rate:
-                self._resampler = StreamResampler(int(sample_rate), self._rate)
-        elif sample_rate != self._input_rate:
-            raise AudioFormatError(
-                f"sample rate changed mid-stream from {self._input_rate} to {sample_rate}"
-            )
-        x = to_float32(samples)
-        if self._resampler is not None:
-            x = self._resampler.process(x)
-        self._append(x)
+        self._append(self._input.convert(sample_rate, samples))
 
     def input_finished(self) -> None:
         if self.vad.finished:
             return
-        if self._resampler is not None:
-            self._append(self._resampler.process(np.zeros(0, dtype=np.float32), last=True))
+        rest = self._input.flush()
+        if rest is not None:
+            self._append(rest)
         self._take(self.vad.input_finished())
         self._buffer = np.zeros(0, dtype=np.float32)
         if not self.ready and not self.vad.in_speech:
@@ -607,10 +596,8 @@ class TdtRecognizer:
     ) -> Iterator[Result]:
         """One final :class:`Result` per VAD segment with speech, lazily, as
         the audio is consumed ``chunk_seconds`` at a time."""
-        samples, rate = self._load(audio, sample_rate)
+        samples, rate = load_input(audio, sample_rate, self._rate)
         stream = self.create_stream(endpoint=replace(self.endpoint, enabled=True))
-        step = max(1, int(chunk_seconds * rate))
-        total = samples.size / rate
         index = 0
 
         def drain() -> Iterator[Result]:
@@ -622,12 +609,8 @@ class TdtRecognizer:
                     yield self._segment_result([d], index, d.start / self._rate, True)
                     index += 1
 
-        for begin in range(0, samples.size, step):
-            stream.accept_waveform(rate, samples[begin : begin + step])
+        for _ in feed_in_chunks(stream, samples, rate, chunk_seconds, progress):
             yield from drain()
-            if progress is not None:
-                progress(min(total, (begin + step) / rate), total)
-        stream.input_finished()
         yield from drain()
 
     def transcribe(
@@ -662,15 +645,6 @@ class TdtRecognizer:
     @property
     def _rate(self) -> int:
         return self.feature_config.sample_rate
-
-    def _load(
-        self, audio: str | Path | npt.ArrayLike, sample_rate: int | None
-    ) -> tuple[FloatArray, int]:
-        if isinstance(audio, str | Path):
-            return load_audio(audio, self._rate), self._rate
-        if sample_rate is None:
-            raise ConfigError("sample_rate is required when transcribing an array")
-        return to_float32(np.asarray(audio)), sample_rate
 
     def _search_key(self, cfg: DecodingConfig) -> tuple[float, int]:
         # max_symbols_per_frame=1 is the streaming greedy default: TDT models
