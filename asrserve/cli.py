@@ -161,6 +161,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         default=d.max_pending_messages,
         help="results queued for a client that does not read before it is dropped",
     )
+    p.add_argument(
+        "--isolate-batches",
+        action="store_true",
+        help="with int8 models that scale activations per batch, run each stream's encoder "
+        "chunk alone, so no client's audio can change another's transcript (slower)",
+    )
     p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss://")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument(
@@ -204,6 +210,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         allowed_origins=tuple(args.allowed_origin),
         max_pending_messages=args.max_pending_messages,
+        isolate_batches=args.isolate_batches,
     ).validate()
     endpoint = EndpointConfig(
         enabled=not args.no_endpoint,

@@ -158,6 +158,7 @@ class ServerConfig:
     tls_key: str | None = None
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
     max_pending_messages: int = 1024  # results queued for a client that is not reading
+    isolate_batches: bool = False  # per-stream encoder runs for batch-dependent (int8) models
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:

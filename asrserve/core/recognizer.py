@@ -108,6 +108,10 @@ class Recognizer:
     ) -> None:
         self.model = model
         self.symbols = symbols
+        self.isolate_batches = False
+        """Run the encoder stream by stream when its results depend on the batch
+        (per-batch int8 activation scales), so no client's audio can change
+        another's transcript (a server option; costs throughput)."""
         self.decoding = (decoding or DecodingConfig()).validate()
         self.endpoint = (endpoint or EndpointConfig()).validate()
         if feature_factory is None:
@@ -194,9 +198,19 @@ class Recognizer:
         feats = np.stack(
             [s.features.get_frames(s.num_processed_frames, m.chunk_size) for s in ready]
         )
-        states = m.stack_states([s.encoder_state for s in ready])
-        encoder_out, next_states = m.run_encoder(feats, states)
-        for s, st in zip(ready, m.unstack_states(next_states), strict=True):
+        if self.isolate_batches and len(ready) > 1 and _batch_dependent(m):
+            # one encoder run per stream: no stream's audio can touch another's result
+            runs = [
+                m.run_encoder(feats[i : i + 1], m.stack_states([s.encoder_state]))
+                for i, s in enumerate(ready)
+            ]
+            encoder_out = np.concatenate([out for out, _ in runs])
+            per_stream = [m.unstack_states(st)[0] for _, st in runs]
+        else:
+            states = m.stack_states([s.encoder_state for s in ready])
+            encoder_out, next_states = m.run_encoder(feats, states)
+            per_stream = m.unstack_states(next_states)
+        for s, st in zip(ready, per_stream, strict=True):
             s.encoder_state = st
             s.num_processed_frames += m.chunk_shift
             s.features.discard_before(s.num_processed_frames)
@@ -355,3 +369,7 @@ class Recognizer:
                 token_ids.append(self.encode_hotword(phrase.strip()))
                 scores.append(score)
         return ContextGraph(token_ids, default_score, scores)
+
+
+def _batch_dependent(model: object) -> bool:
+    return bool(getattr(getattr(model, "encoder", None), "batch_dependent", False))

@@ -187,6 +187,8 @@ class AsrServer:
     ) -> None:
         self.config = (config or ServerConfig()).validate()
         self.recognizer = recognizer
+        if self.config.isolate_batches:
+            recognizer.isolate_batches = True
         self.model_name = model_name
         self.defaults = defaults or SessionConfig(
             sample_rate=self.config.sample_rate,
