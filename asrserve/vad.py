@@ -223,6 +223,18 @@ class VoiceActivityDetector:
                 out.append(seg)
         return out
 
+    def cut_now(self) -> list[SpeechSegment]:
+        """Close the open segment at the audio received so far (a client's
+        flush); detection goes on with the audio that follows."""
+        if self.finished or self._speech_start is None:
+            return []
+        end = self.num_samples if self._silence_start is None else self._silence_start
+        seg = self._close(end, min(self.num_samples, end + self._pad))
+        if seg is None:
+            return []
+        self._last_end = max(self._last_end, self.num_samples)
+        return [seg]
+
     def _segments(self, probs: FloatArray) -> Iterator[SpeechSegment]:
         c = self.config
         for p in probs.tolist():

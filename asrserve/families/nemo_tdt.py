@@ -391,6 +391,11 @@ class TdtStream:
         if not self.ready and not self.vad.in_speech:
             self.num_processed_frames = self.num_samples // _HOP
 
+    def cut_segment(self) -> None:
+        """End the open VAD segment here, so it becomes ready to decode (the
+        server calls this on a client's flush)."""
+        self._take(self.vad.cut_now())
+
     def _append(self, x: FloatArray) -> None:
         if not x.size:
             return

@@ -496,3 +496,43 @@ def test_unsupported_options_are_refused(rec: nemo_tdt.TdtRecognizer) -> None:
         rec.create_stream(decoding=DecodingConfig(method="modified_beam"))
     with pytest.raises(ConfigError, match="pad_s"):
         VadConfig(pad_s=0.5, min_silence_s=0.2).validate()
+
+
+def test_server_flush_ends_the_open_vad_segment(
+    audio: dict[Path, npt.NDArray[np.float32]],
+) -> None:
+    """A client's flush cuts the segment the VAD still holds open: its final
+    comes before any more audio, with the tokens of the clip decoded alone."""
+    from websockets.asyncio.client import connect
+
+    from asrserve.config import ServerConfig
+    from asrserve.server.app import AsrServer
+    from asrserve.vad import VoiceActivityDetector
+
+    rec = load(endpoint=EndpointConfig(enabled=True))
+    clip = audio[JFK][: int(4.5 * 16000)]  # ends mid-speech: the VAD holds a segment open
+    detector = VoiceActivityDetector(rec.vad, rec.vad_config)
+    detector.accept_waveform(clip)
+    assert detector.in_speech
+    want = [r.tokens for r in rec.transcribe_segments(clip, 16000) if r.text]
+    assert len(want) >= 2
+
+    async def main() -> list[dict[str, Any]]:
+        config = ServerConfig(port=0, max_wait_ms=10)
+        server = AsrServer(rec, config)  # type: ignore[arg-type]
+        async with asyncio.timeout(30), server, connect(f"ws://127.0.0.1:{server.port}") as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            await ws.recv()
+            await ws.send(clip.astype("<f4").tobytes())  # no silence after it
+            await ws.send('{"type": "flush"}')
+            finals: list[dict[str, Any]] = []
+            # every segment's final arrives without a stop (the last one by the flush)
+            while sum(len(f["tokens"]) for f in finals) < sum(len(t) for t in want):
+                m = json.loads(await ws.recv())
+                if m["type"] == "final":
+                    finals.append(m)
+            await ws.send('{"type": "stop"}')
+            return finals
+
+    finals = asyncio.run(main())
+    assert [f["tokens"] for f in finals if f["text"]] == want
