@@ -262,13 +262,17 @@ class Recognizer:
         return rules.is_endpoint(trailing, frames * self.frame_shift_s)
 
     def reset(self, stream: Stream) -> None:
-        """Start a new segment: search restarts, encoder cache and audio clock go on."""
+        """Start a new segment: search restarts, the audio clock goes on, and
+        so does the encoder cache unless the family restarts it at endpoints
+        (``reset_encoder_on_endpoint``, as sherpa-onnx does for NeMo models)."""
         ids, _, _ = self._best(stream)
         if ids:
             stream.segment += 1
         search = self._searches[self._search_key(stream.decoding)]
         stream.search_state = search.reset(stream.search_state)
         stream.segment_start_frame = stream.num_processed_frames
+        if getattr(self.model, "reset_encoder_on_endpoint", False):
+            stream.encoder_state = self.model.init_state()
 
     # --- offline convenience ---------------------------------------------
     def transcribe(

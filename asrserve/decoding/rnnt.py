@@ -118,7 +118,7 @@ class RnntGreedySearch(_RnntBase):
         n, num_frames, _ = encoder_out.shape
         for t in range(num_frames):
             rows = list(range(n))
-            for symbol in range(self.max_symbols_per_frame):
+            for _ in range(self.max_symbols_per_frame):
                 hyps = [states[r].hyp for r in rows]
                 logits, nxt = self._run(encoder_out[rows, t, :], hyps)
                 best = logits.argmax(axis=1).tolist()
@@ -126,8 +126,9 @@ class RnntGreedySearch(_RnntBase):
                 for i, (r, y) in enumerate(zip(rows, best, strict=True)):
                     h = states[r].hyp
                     if y == self.blank_id:
-                        if symbol == 0:
-                            h.num_trailing_blanks += 1
+                        # every blank counts, also one ending a frame that emitted
+                        # tokens (as sherpa-onnx counts for NeMo endpointing)
+                        h.num_trailing_blanks += 1
                         continue
                     h.ys.append(int(y))
                     h.last = int(y)

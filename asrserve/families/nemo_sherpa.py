@@ -152,6 +152,8 @@ class SherpaNemoModel(BatchedStates):
     """Cache-aware encoder, LSTM prediction network and joiner as three graphs."""
 
     family = "nemo_sherpa"
+    reset_encoder_on_endpoint = True
+    """sherpa-onnx restarts a NeMo stream's encoder caches at every endpoint."""
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         self.encoder, self.decoder, self.joiner = encoder, decoder, joiner
