@@ -271,7 +271,7 @@ class Recognizer:
         search = self._searches[self._search_key(stream.decoding)]
         stream.search_state = search.reset(stream.search_state)
         stream.segment_start_frame = stream.num_processed_frames
-        if getattr(self.model, "reset_encoder_on_endpoint", False):
+        if self.model.reset_encoder_on_endpoint:
             stream.encoder_state = self.model.init_state()
 
     # --- offline convenience ---------------------------------------------

@@ -133,6 +133,11 @@ class Stream:
         self.num_samples += x.size
         self.features.accept_waveform(x)
 
+    def cut_segment(self) -> None:
+        """A client's flush: nothing to do here (segments of a streaming
+        transducer end at endpoints); streams that segment audio themselves
+        (VAD) end the open segment."""
+
     def input_finished(self) -> None:
         """No more audio. Flushes the resampler and adds the tail padding
         that lets the encoder see the last real frames."""

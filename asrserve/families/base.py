@@ -69,6 +69,9 @@ class EncoderModel(Protocol):
     subsampling_factor: int
     feature_dim: int
     vocab_size: int
+    reset_encoder_on_endpoint: bool
+    """At an endpoint the stream's encoder state restarts (sherpa-onnx's NeMo
+    convention); otherwise it goes on into the next segment."""
 
     def init_state(self) -> State: ...
 
@@ -86,6 +89,7 @@ class BatchedStates:
     stacked and split along each tensor's batch axis."""
 
     state_specs: list[StateSpec]
+    reset_encoder_on_endpoint: bool = False
 
     def init_state(self) -> State:
         return [s.zeros() for s in self.state_specs]

@@ -152,8 +152,7 @@ class SherpaNemoModel(BatchedStates):
     """Cache-aware encoder, LSTM prediction network and joiner as three graphs."""
 
     family = "nemo_sherpa"
-    reset_encoder_on_endpoint = True
-    """sherpa-onnx restarts a NeMo stream's encoder caches at every endpoint."""
+    reset_encoder_on_endpoint = True  # as sherpa-onnx does for NeMo models
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         self.encoder, self.decoder, self.joiner = encoder, decoder, joiner

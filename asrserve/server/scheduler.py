@@ -215,10 +215,8 @@ class Scheduler:
                 audio = []
                 if item == _FLUSH:
                     slot.flushing = True
-                    # streams that segment by themselves (VAD) end their open segment
-                    cut = getattr(stream, "cut_segment", None)
-                    if cut is not None and not stream.is_finished:
-                        cut()
+                    if not stream.is_finished:
+                        stream.cut_segment()
                 else:
                     stream.input_finished()
             else:
