@@ -19,7 +19,7 @@ system-deps:
 
 test: setup system-deps
 	$(BIN)/ruff check asrserve tests $(wildcard benchmarks)
-	$(BIN)/mypy asrserve
+	for v in 3.10 3.11 3.12 3.13; do $(BIN)/mypy --python-version $$v asrserve || exit 1; done
 	$(BIN)/python -m pytest -q
 
 bench: setup

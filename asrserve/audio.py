@@ -27,7 +27,8 @@ def to_float32(samples: npt.ArrayLike) -> FloatArray:
     if arr.ndim != 1:
         raise AudioFormatError(f"expected a 1-D array of samples, got shape {arr.shape}")
     if arr.dtype == np.int16:
-        return arr.astype(np.float32) / np.float32(32768.0)
+        scaled: npt.NDArray[np.float32] = arr.astype(np.float32) / np.float32(32768.0)
+        return scaled
     if arr.dtype.kind == "f":
         out = arr.astype(np.float32, copy=False)
         if not np.isfinite(out).all():

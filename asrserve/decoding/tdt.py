@@ -150,7 +150,7 @@ def _put(
     axis: int,
 ) -> FloatArray:
     """``state`` with its ``rows`` (on ``axis``) replaced by ``new``'s ``src`` rows."""
-    out = state.copy()
+    out: FloatArray = state.copy()
     index: list[slice | npt.NDArray[np.intp]] = [slice(None)] * state.ndim
     index[axis] = rows
     src_index: list[slice | npt.NDArray[np.intp]] = [slice(None)] * new.ndim

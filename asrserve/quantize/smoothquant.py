@@ -97,9 +97,9 @@ class _Graph:
 
 def _weight_in_rows(graph: _Graph, node: Any) -> FloatArray:
     """The node's weight as (K input channels, N outputs)."""
-    w = graph.consts[node.input[1]].astype(np.float32)
+    w: FloatArray = graph.consts[node.input[1]].astype(np.float32)
     if node.op_type == "Gemm" and graph.attr(node, "transB", 0):
-        return w.T
+        w = w.T
     return w
 
 

@@ -21,6 +21,7 @@ from http import HTTPStatus
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from asrserve._compat import timeout
 from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.selfcheck import check_model
@@ -294,8 +295,8 @@ class AsrServer:
             else:
                 conn.slot.stop()
                 self._wake(conn)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.shutdown_timeout_s):
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with timeout(self.config.shutdown_timeout_s):
                 while self._open:
                     await asyncio.sleep(0.02)
         await self._runner.cleanup()
@@ -451,9 +452,9 @@ class AsrServer:
         while True:
             remaining = deadline - loop.time()
             try:
-                async with asyncio.timeout(min(c.idle_timeout_s, max(remaining, 0))):
+                async with timeout(min(c.idle_timeout_s, max(remaining, 0))):
                     frame = await conn.ws.recv()
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError from 3.11 on
                 expired = loop.time() >= deadline
                 reason = (
                     f"session longer than {c.max_session_s:g} s"
@@ -529,8 +530,8 @@ class AsrServer:
                 if isinstance(cmd, Send):
                     await ws.send(cmd.data)
                     if cmd.data == "Done!":  # sherpa dialect: the client closes
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(_SHERPA_CLOSE_WAIT_S):
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            async with timeout(_SHERPA_CLOSE_WAIT_S):
                                 await ws.closed.wait()
                         await ws.close(*(conn.end_code or (1000, "end of input")))
                         return
