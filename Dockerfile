@@ -13,7 +13,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY asrserve ./asrserve
 # installs this checkout (a path, not a registry package: nothing to pin here)
 # hadolint ignore=DL3013
@@ -30,13 +30,9 @@ RUN apt-get update \
     && mkdir -p /models \
     && chown 10001:10001 /models
 COPY --from=build /opt/venv /opt/venv
-COPY models/catalog.toml /opt/asrserve/models/catalog.toml
-COPY models/asrserve-tiny-lstm-synth-en /opt/asrserve/models/asrserve-tiny-lstm-synth-en
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ASRSERVE_BUILTIN_MODEL=/opt/asrserve/models/asrserve-tiny-lstm-synth-en \
-    ASRSERVE_CATALOG=/opt/asrserve/models/catalog.toml \
     ASRSERVE_MODELS_DIR=/models
 # pulled and mounted models live here
 VOLUME ["/models"]

@@ -50,11 +50,14 @@ DEFAULT_MODEL = "asrserve-tiny-lstm-synth-en"
 
 
 def builtin_model_dir() -> Path:
-    """Directory of the demo model shipped in the repository's ``models/``."""
+    """Directory of the demo model shipped inside the package
+    (``$ASRSERVE_BUILTIN_MODEL`` overrides it)."""
     env = os.environ.get("ASRSERVE_BUILTIN_MODEL")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL
+    from asrserve import catalog
+
+    return catalog.BUILTIN_MODELS_DIR / DEFAULT_MODEL
 
 
 def resolve_model_dir(path_or_name: str | Path | None) -> Path:

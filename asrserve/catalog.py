@@ -1,7 +1,8 @@
 """The model catalog: which pretrained models exist, how to fetch them, where they live.
 
-The catalog is a TOML file (``models/catalog.toml`` in the repository, or the
-file named by ``$ASRSERVE_CATALOG``) with one ``[[model]]`` table per model.
+The catalog is a TOML file (``asrserve/data/catalog.toml``, shipped inside the
+package and linked from ``models/`` of a checkout, or the file named by
+``$ASRSERVE_CATALOG``) with one ``[[model]]`` table per model.
 :func:`load_catalog` validates it strictly, :func:`pull` downloads and installs
 one model, :func:`resolve_model` turns a name or a path into a model directory,
 and :func:`format_catalog` renders the table ``asrserve models list`` prints.
@@ -66,13 +67,16 @@ FAMILIES: Final = frozenset(
 BACKENDS: Final = frozenset({"onnx", "ncnn"})
 ARCHIVES: Final = frozenset({"tar.bz2", "tar.gz", "zip", "none"})
 
-#: The small model that ships inside the repository (no download).
+#: The small model that ships inside the package (no download).
 BUILTIN_MODEL: Final = "asrserve-tiny-lstm-synth-en"
 
-#: ``models/`` next to the ``asrserve`` package in a source checkout.
+#: Package data: the catalog and the built-in demo model (in the wheel too).
+PACKAGE_DATA_DIR: Final = Path(__file__).resolve().parent / "data"
+#: ``models/`` next to the ``asrserve`` package in a source checkout: where
+#: pulls land there. A checkout is recognised by its ``models/catalog.toml``.
 REPO_MODELS_DIR: Path = Path(__file__).resolve().parent.parent / "models"
 #: Where built-in models live; a module attribute so tests can point it elsewhere.
-BUILTIN_MODELS_DIR: Path = REPO_MODELS_DIR
+BUILTIN_MODELS_DIR: Path = PACKAGE_DATA_DIR / "models"
 
 CATALOG_ENV: Final = "ASRSERVE_CATALOG"
 MODELS_DIR_ENV: Final = "ASRSERVE_MODELS_DIR"
@@ -140,11 +144,11 @@ class CatalogEntry:
 
 
 def catalog_path() -> Path:
-    """The catalog file in use: ``$ASRSERVE_CATALOG``, else ``models/catalog.toml``."""
+    """The catalog file in use: ``$ASRSERVE_CATALOG``, else the packaged one."""
     env = os.environ.get(CATALOG_ENV)
     if env:
         return Path(env).expanduser()
-    return REPO_MODELS_DIR / "catalog.toml"
+    return PACKAGE_DATA_DIR / "catalog.toml"
 
 
 def load_catalog(path: Path | None = None) -> dict[str, CatalogEntry]:
@@ -300,7 +304,7 @@ def _builtin_dir(name: str) -> Path:
     if not directory.is_dir():
         raise CatalogError(
             f"built-in model {name!r} is missing from {directory} "
-            "(it ships with a source checkout of asrserve)"
+            "(it ships inside the asrserve package: reinstall asrserve)"
         )
     return directory
 

@@ -94,13 +94,11 @@ def find_vad_model(explicit: str | Path | None = None, model_dir: Path | None = 
             candidates.append(model_dir / MODEL_FILE)
         if env := os.environ.get(ENV_MODEL):
             candidates.append(Path(env))
-        from asrserve.catalog import default_models_dir
+        from asrserve.catalog import REPO_MODELS_DIR, default_models_dir
 
         # where `asrserve models pull silero-vad` puts it
         candidates.append(default_models_dir() / "silero-vad" / MODEL_FILE)
-        candidates.append(
-            Path(__file__).resolve().parent.parent / "models" / "silero-vad" / MODEL_FILE
-        )
+        candidates.append(REPO_MODELS_DIR / "silero-vad" / MODEL_FILE)
     for c in candidates:
         if c.is_file():
             return c

@@ -47,7 +47,7 @@ from asrserve.bulk.worker import Task, Worker  # noqa: E402
 
 SHARED = Path(os.environ.get("ASRSERVE_SHARED", str(ROOT.parent / "shared")))
 SHARED_WAVS = SHARED / "models" / "asrserve-tiny-lstm-synth-en" / "test_wavs"
-BUILTIN_WAVS = ROOT / "models" / "asrserve-tiny-lstm-synth-en" / "test_wavs"
+BUILTIN_WAVS = ROOT / "asrserve" / "data" / "models" / "asrserve-tiny-lstm-synth-en" / "test_wavs"
 VAD_MODEL = SHARED / "models" / "silero-vad" / "silero_vad.onnx"
 
 

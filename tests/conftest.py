@@ -18,7 +18,7 @@ SHARED_MODELS = SHARED / "models"
 TINY_LSTM = SHARED_MODELS / "asrserve-tiny-lstm-synth-en"
 TINY_LSTM_NCNN = TINY_LSTM / "ncnn"
 FIXTURE_MODELS = ROOT / "tests" / "fixtures" / "models"
-BUILTIN = ROOT / "models" / "asrserve-tiny-lstm-synth-en"
+BUILTIN = ROOT / "asrserve" / "data" / "models" / "asrserve-tiny-lstm-synth-en"
 CONV_EMFORMER = SHARED_MODELS / "ncnn-conv-emformer-random-weights"
 
 

@@ -510,7 +510,7 @@ def test_resolve_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_resolve_builtin_from_repo_catalog() -> None:
-    path = catalog.REPO_MODELS_DIR / catalog.BUILTIN_MODEL
+    path = catalog.BUILTIN_MODELS_DIR / catalog.BUILTIN_MODEL
     if not path.is_dir():
         pytest.skip("built-in model not present in this checkout")
     assert resolve_model(catalog.BUILTIN_MODEL) == path
@@ -553,7 +553,7 @@ def test_cli_pull_then_transcribe_by_name(
     from asrserve import catalog as catalog_module
     from asrserve.cli import main
 
-    builtin = catalog_module.REPO_MODELS_DIR / catalog_module.BUILTIN_MODEL
+    builtin = catalog_module.BUILTIN_MODELS_DIR / catalog_module.BUILTIN_MODEL
     roles = {
         "encoder": "encoder.int8.onnx",
         "decoder": "decoder.onnx",

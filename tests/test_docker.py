@@ -56,7 +56,9 @@ def test_image_layout() -> None:
     assert "HEALTHCHECK" in text
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignore
-    assert "!models/asrserve-tiny-lstm-synth-en/" in ignore  # the demo model is baked in
+    assert "!asrserve/" in ignore  # the demo model and catalog are package data
+    assert "ASRSERVE_BUILTIN_MODEL" not in text  # found in the package, no override
+    assert "ASRSERVE_CATALOG" not in text
 
 
 def test_entrypoint_serves_and_passes_its_healthcheck() -> None:
@@ -68,7 +70,6 @@ def test_entrypoint_serves_and_passes_its_healthcheck() -> None:
     assert command[:2] == ["asrserve", "serve"]
     env = {
         **os.environ,
-        "ASRSERVE_BUILTIN_MODEL": str(ROOT / "models" / "asrserve-tiny-lstm-synth-en"),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
     proc = subprocess.Popen(
