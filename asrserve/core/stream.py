@@ -51,6 +51,25 @@ class FeatureExtractor(Protocol):
     def discard_before(self, frame: int) -> None: ...
 
 
+class _SegmentClock(Protocol):
+    """What :func:`segment_end` reads of a stream (:class:`Stream`, a TDT stream ...)."""
+
+    @property
+    def num_processed_frames(self) -> int: ...
+
+    @property
+    def duration(self) -> float: ...
+
+
+def segment_end(stream: _SegmentClock, frame_shift_s: float) -> float:
+    """Where the stream's current segment ends, in seconds from its start: the
+    feature frames decoded so far, capped at the audio received. At input end
+    the decoder runs over the tail padding too; that padding is not audio, so
+    no segment ends past the last sample. Every transport takes segment bounds
+    from here."""
+    return min(stream.num_processed_frames * frame_shift_s, stream.duration)
+
+
 class InputRate:
     """A stream's input sample rate: fixed by the first audio, checked on the
     rest, converted to the model's ``rate``."""

@@ -23,6 +23,7 @@ from asrserve.audio import decode_audio_bytes, resample
 from asrserve.config import EndpointConfig
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
+from asrserve.core.stream import segment_end
 from asrserve.errors import AudioFormatError
 from asrserve.subtitles import make_cues, to_srt, to_vtt, words_with_times
 
@@ -42,7 +43,14 @@ def openai_error(
 @dataclass
 class Transcript:
     segments: list[Result] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    """Where each segment ended (:func:`asrserve.core.stream.segment_end`, as
+    the WebSocket's finals say)."""
     duration: float = 0.0
+
+    def add(self, result: Result, end: float) -> None:
+        self.segments.append(result)
+        self.ends.append(end)
 
     @property
     def text(self) -> str:
@@ -62,7 +70,7 @@ def transcribe_segments(
             if recognizer.is_endpoint(stream):
                 result = recognizer.get_result(stream, is_final=True)
                 if result.text:
-                    out.segments.append(result)
+                    out.add(result, segment_end(stream, recognizer.frame_shift_s))
                 recognizer.reset(stream)
 
     for begin in range(0, samples.size, step):
@@ -72,15 +80,12 @@ def transcribe_segments(
     advance()
     last = recognizer.get_result(stream, is_final=True)
     if last.text or not out.segments:
-        out.segments.append(last)
+        out.add(last, segment_end(stream, recognizer.frame_shift_s))
     return out
 
 
 def _segment_end(transcript: Transcript, i: int) -> float:
-    segs = transcript.segments
-    if i + 1 < len(segs):
-        return segs[i + 1].start_time
-    return transcript.duration
+    return transcript.ends[i]
 
 
 def _words(transcript: Transcript) -> list[dict[str, Any]]:

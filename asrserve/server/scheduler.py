@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
-from asrserve.core.stream import Stream
+from asrserve.core.stream import Stream, segment_end
 from asrserve.errors import AsrServeError
 from asrserve.server.metrics import Metrics
 from asrserve.server.protocol import SessionConfig
@@ -253,7 +253,7 @@ class Scheduler:
         stream = slot.stream
         if stream is None or slot.done:
             return []
-        end = stream.num_processed_frames * rec.frame_shift_s
+        end = segment_end(stream, rec.frame_shift_s)
         ready = rec.is_ready(stream)
         finished = stream.is_finished and not ready
         flush = slot.flushing and not ready

@@ -627,3 +627,52 @@ def test_a_client_that_reads_nothing_is_cut_not_queued_for(
         assert 'asrserve_errors_total{code="slow_client"} 1' in server.metrics.render()
 
     asyncio.run(main())
+
+
+def test_websocket_and_http_give_the_same_segment_bounds_within_the_audio(
+    recognizer: asrserve.Recognizer, tmp_path: Path
+) -> None:
+    """Three utterances apart by silence (endpoints), the last one ending at
+    the file's end: the WebSocket's finals and partials end no later than the
+    audio (the decoder's tail padding is no audio), and the finals' bounds
+    are those of the HTTP API's verbose_json segments for the same file."""
+    import soundfile as sf
+
+    clips = [read_wav(w) for w in WAVS[:3]]
+    sr = clips[0][1]
+    gap = np.zeros(2 * sr, dtype=np.float32)
+    x = np.concatenate([clips[0][0], gap, clips[1][0], gap, clips[2][0]])
+    path = tmp_path / "three.wav"
+    sf.write(str(path), x, sr, subtype="PCM_16")
+    duration = x.size / sr
+
+    async def body(_: AsrServer, base: str) -> None:
+        payload, ctype = multipart({"response_format": "verbose_json"}, path.read_bytes())
+        status, _, out = await asyncio.to_thread(
+            request, base + "/v1/audio/transcriptions", payload, {"Content-Type": ctype}
+        )
+        assert status == 200
+        verbose = json.loads(out)
+        pcm = (np.clip(read_wav(path)[0], -1, 1) * 32767).astype("<i2").tobytes()
+        async with connect("ws" + base[4:]) as ws:
+            start = {"type": "start", "sample_rate": sr, "format": "s16le"}
+            await ws.send(json.dumps({**start, "endpointing": {"enabled": True}}))
+            for i in range(0, len(pcm), 3200):
+                await ws.send(pcm[i : i + 3200])
+            await ws.send('{"type": "stop"}')
+            msgs = []
+            with contextlib.suppress(ConnectionClosed):
+                async for m in ws:
+                    msgs.append(json.loads(m))
+        results = [m for m in msgs if m["type"] in ("partial", "final")]
+        assert results
+        assert all(m["end"] <= round(duration, 3) for m in results), results
+        finals = [m for m in results if m["type"] == "final"]
+        assert len(finals) == 3, finals
+        assert finals[-1]["end"] == round(duration, 3)
+        assert [(f["start"], f["end"], f["text"]) for f in finals] == [
+            (s["start"], s["end"], s["text"]) for s in verbose["segments"]
+        ]
+        assert verbose["duration"] == round(duration, 3)
+
+    serve(recognizer, body)
