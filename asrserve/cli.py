@@ -274,16 +274,37 @@ def _render(fmt: str, path: str, result: Any, duration: float) -> str:
     return f"{result.text}\n"
 
 
+def _output_clash(files: Sequence[str], ext: str) -> str | None:
+    """``--output-dir`` writes ``<stem>.<ext>`` per input: the first two
+    different inputs that would write the same file, as an error message
+    (None when every input has its own file)."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        p = Path(f)
+        name = f"{p.stem}.{ext}"
+        first = seen.setdefault(name, p)
+        if first != p and first.resolve() != p.resolve():
+            return (
+                f"{first} and {p} would both be written to --output-dir as {name}; "
+                "nothing was transcribed: give them separate runs or output directories"
+            )
+    return None
+
+
 def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     from tqdm import tqdm
 
     from asrserve.audio import load_audio
 
+    ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
+    clash = _output_clash(args.files, ext) if args.output_dir is not None else None
+    if clash is not None:
+        print(f"asrserve: error: {clash}", file=sys.stderr)
+        return EXIT_USAGE
     recognizer = _load(args)
     rate = recognizer.feature_config.sample_rate
     failed = 0
-    ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     for path in args.files:

@@ -74,3 +74,34 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "sherpa-onnx-streaming-zipformer-en-2023-06-26" in out
     assert "asrserve-tiny-lstm-synth-en" in out
+
+
+def test_output_dir_refuses_inputs_sharing_a_stem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two inputs that would write the same ``<stem>.<ext>`` are refused up
+    front, before anything is transcribed: no result is overwritten."""
+    import shutil
+
+    import soundfile as sf
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "jfk.wav", tmp_path / "b" / "jfk.flac"
+    shutil.copy(WAVS[0], first)
+    x, sr = sf.read(str(WAVS[1]), dtype="float32")
+    sf.write(str(second), x, sr)
+    out_dir = tmp_path / "out"
+    rc = main(["transcribe", "--output-dir", str(out_dir), str(first), str(second)])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    (line,) = err.strip().splitlines()
+    assert str(first) in line
+    assert str(second) in line
+    assert "jfk.txt" in line
+    assert not out_dir.exists() or not list(out_dir.iterdir())
+    # the same file twice is one result, not a clash
+    assert main(["transcribe", "--output-dir", str(out_dir), str(first), str(first)]) == 0
+    assert [p.name for p in out_dir.iterdir()] == ["jfk.txt"]
+
