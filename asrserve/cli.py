@@ -48,6 +48,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asrserve", description="Streaming speech recognition.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    from asrserve import __version__
+
+    parser.add_argument("--version", action="version", version=f"asrserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="transcribe audio files offline")
@@ -56,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    t.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="TRANS",
+        help="reference transcripts ('ID TEXT' lines, ID = a file's stem, as in trans.txt): "
+        "show each beside its transcript and print the word error rate (default: none)",
+    )
 
     from asrserve.bulk.command import add_parser as add_bulk
     from asrserve.clients.commands import add_parsers
@@ -237,12 +248,31 @@ def _decoding_config(args: argparse.Namespace) -> Any:
     ).validate()
 
 
+DEMO_NOTICE = (
+    "asrserve: note: using the built-in demo model ({name}), trained on synthetic speech only: "
+    "it shows the plumbing works, real speech comes out as nonsense. For a real model: "
+    "`asrserve models list`, `asrserve models pull NAME`, then --model NAME"
+)
+
+
+def warn_if_demo_model(model: str | None) -> None:
+    """One line on stderr when ``model`` means the built-in demo model."""
+    import asrserve
+
+    if model is None or model == asrserve.DEFAULT_MODEL or (
+        Path(model).is_dir()
+        and Path(model).resolve() == asrserve.builtin_model_dir().resolve()
+    ):
+        print(DEMO_NOTICE.format(name=asrserve.DEFAULT_MODEL), file=sys.stderr)
+
+
 def _load(args: argparse.Namespace, **options: Any) -> Any:
     """The model of the model options, checked (its files must belong together);
     ``options`` go to :func:`asrserve.load_model`."""
     import asrserve
     from asrserve.core.selfcheck import check_model
 
+    warn_if_demo_model(args.model)
     recognizer = asrserve.load_model(
         args.model,
         provider=args.provider,
@@ -255,7 +285,9 @@ def _load(args: argparse.Namespace, **options: Any) -> Any:
     return recognizer
 
 
-def _render(fmt: str, path: str, result: Any, duration: float) -> str:
+def _render(
+    fmt: str, path: str, result: Any, duration: float, reference: str | None = None
+) -> str:
     from asrserve.subtitles import make_cues, to_srt, to_vtt
 
     if fmt == "json":
@@ -266,6 +298,8 @@ def _render(fmt: str, path: str, result: Any, duration: float) -> str:
             "timestamps": result.timestamps,
             "duration": round(duration, 3),
         }
+        if reference is not None:
+            obj["reference"] = reference
         return json.dumps(obj, ensure_ascii=False) + "\n"
     if fmt == "srt":
         return to_srt(make_cues(result, duration))
@@ -296,15 +330,18 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from tqdm import tqdm
 
     from asrserve.audio import load_audio
+    from asrserve.scoring import read_references, reference_for, word_errors
 
     ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
     clash = _output_clash(args.files, ext) if args.output_dir is not None else None
     if clash is not None:
         print(f"asrserve: error: {clash}", file=sys.stderr)
         return EXIT_USAGE
+    refs = read_references(args.reference) if args.reference is not None else None
     recognizer = _load(args)
     rate = recognizer.feature_config.sample_rate
     failed = 0
+    errors = words = scored = 0
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     for path in args.files:
@@ -330,14 +367,26 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 bar.refresh()
 
             result = recognizer.transcribe(samples, rate, progress=progress)
-        text = _render(args.format, path, result, duration)
+        reference = reference_for(refs, path) if refs is not None else None
+        if reference is not None:
+            e, n = word_errors(reference, result.text)
+            errors, words, scored = errors + e, words + n, scored + 1
+        text = _render(args.format, path, result, duration, reference)
         if args.output_dir is not None:
             (args.output_dir / f"{Path(path).stem}.{ext}").write_text(text, encoding="utf-8")
         elif args.format == "text" and len(args.files) > 1:
             out.write(f"{path}\t{text}")
         else:
             out.write(text)
+        if reference is not None and args.format == "text" and args.output_dir is None:
+            out.write(f"    reference: {reference}\n")
         out.flush()
+    if refs is not None:
+        summary = (
+            f"WER {100.0 * errors / max(words, 1):.1f} % ({errors} errors in {words} words, "
+            f"{scored} of {len(args.files)} files had a reference)\n"
+        )
+        (out if args.format == "text" and args.output_dir is None else sys.stderr).write(summary)
     return EXIT_FAILED_INPUT if failed else EXIT_OK
 
 

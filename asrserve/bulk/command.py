@@ -113,11 +113,12 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
     from asrserve.bulk.manifest import read_inputs
     from asrserve.bulk.runner import run_bulk
     from asrserve.bulk.worker import ModelSpec
-    from asrserve.cli import _decoding_config
+    from asrserve.cli import _decoding_config, warn_if_demo_model
 
     out = out or sys.stdout
     items = read_inputs(args.input)
     split = split_config(args)
+    warn_if_demo_model(None if args.model is None else str(args.model))
     spec = ModelSpec(
         model=None if args.model is None else str(args.model),
         provider=args.provider,

@@ -14,6 +14,7 @@ from asrserve.config import DecodingConfig
 from asrserve.core.recognizer import Recognizer
 from asrserve.errors import ConfigError
 from asrserve.quantize.calibration import AUDIO_SUFFIXES, ROLES, Feed
+from asrserve.scoring import wer
 
 
 @dataclass(frozen=True)
@@ -46,27 +47,6 @@ def read_eval_list(path: Path) -> list[EvalItem]:
     if not items:
         raise ConfigError(f"{path}: the evaluation list is empty")
     return items
-
-
-def word_errors(ref: str, hyp: str) -> tuple[int, int]:
-    """(edit distance in words, reference words), case-insensitive."""
-    r, h = ref.upper().split(), hyp.upper().split()
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, hw in enumerate(h, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-        prev = cur
-    return prev[-1], len(r)
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus WER in percent."""
-    errors = words = 0
-    for ref, hyp in zip(refs, hyps, strict=True):
-        e, n = word_errors(ref, hyp)
-        errors, words = errors + e, words + n
-    return 100.0 * errors / max(words, 1)
 
 
 def transcribe_all(recognizer: Recognizer, audio: Sequence[Path]) -> tuple[list[str], float]:

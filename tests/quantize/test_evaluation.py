@@ -8,8 +8,9 @@ import onnx
 import pytest
 
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.quantize.evaluation import read_eval_list, wer, word_errors
+from asrserve.quantize.evaluation import read_eval_list
 from asrserve.quantize.onnx_modes import excluded_nodes, front_end_nodes, load_fp32
+from asrserve.scoring import wer, word_errors
 
 
 def test_word_errors() -> None:
