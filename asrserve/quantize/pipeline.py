@@ -8,8 +8,8 @@ WER gate fails, to ``out/rejected`` (so nothing loadable sits at ``out``).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,7 +198,7 @@ def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> Quan
         else None
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = _work_dir(out)
     try:
         _copy_side_files(files, work)
         if ncnn:
@@ -238,6 +238,22 @@ def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> Quan
         if work.exists():
             shutil.rmtree(work)
     return QuantizeResult(report, accepted, final)
+
+
+def _work_dir(out: Path) -> Path:
+    """A new empty folder beside ``out``, renamed to the output at the end.
+
+    Made with ``mkdir`` (the umask's ordinary mode, e.g. 0755), not
+    ``tempfile.mkdtemp`` (always 0700): the rename keeps the mode, and a model
+    folder only its creator can read is unusable by a container's user."""
+    for _ in range(100):
+        work = out.parent / f".{out.name}.{secrets.token_hex(4)}"
+        try:
+            work.mkdir()
+        except FileExistsError:
+            continue
+        return work
+    raise FileExistsError(f"no free temporary folder name beside {out}")
 
 
 def _measure(

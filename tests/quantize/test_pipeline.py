@@ -93,6 +93,27 @@ def test_gate_fails_when_forced(tiny_lstm_dir: Path, eval_list: Path, tmp_path: 
     assert "FAILED" in format_report(result.report)
 
 
+def test_output_dirs_get_the_umask_mode(
+    tiny_lstm_dir: Path, eval_list: Path, tmp_path: Path
+) -> None:
+    """The model folder (and ``rejected/``) is readable as the umask says, not
+    0700 as a temporary folder would be (a container's user reads it)."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        accepted = quantize_model(tiny_lstm_dir, tmp_path / "ok", QuantizeOptions(mode="fp16"))
+        forced = QuantizeOptions(mode="fp16", eval_list=eval_list, max_wer_increase=-1.0)
+        rejected = quantize_model(tiny_lstm_dir, tmp_path / "no", forced)
+    finally:
+        os.umask(old)
+    assert accepted.model_dir == tmp_path / "ok"
+    assert rejected.model_dir == tmp_path / "no" / "rejected"
+    for d in (accepted.model_dir, rejected.model_dir, rejected.model_dir.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o750, d
+
+
 def test_refusals_name_the_problem(
     tiny_lstm_dir: Path, tmp_path: Path, calib_wavs: list[Path]
 ) -> None:
