@@ -22,19 +22,66 @@ log = logging.getLogger("asrserve")
 EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, ``(default: X)``, unless
+    the text says it already, the default is None (the text says what
+    happens then), or the option is a flag (store_true/store_false: the flag
+    itself is the value). An empty list reads ``(default: none)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        d = action.default
+        if (
+            "(default" in text
+            or d is None
+            or d is argparse.SUPPRESS
+            or isinstance(action, argparse._StoreConstAction | argparse._AppendConstAction)
+            or not (action.option_strings or action.nargs in (argparse.OPTIONAL, "*"))
+        ):
+            return text
+        if isinstance(d, list | tuple) and not d:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """:class:`HelpFormatter` for ``parser`` and all its subcommands."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model directory or catalog name (default: demo)")
     p.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "fp32", "fp16", "int8", "int8-dynamic", "int8-static"],
-        help="which model files to load (int8-dynamic/int8-static: NeMo export folders)",
+        help="which model files to load; auto: int8 where present, else fp32 "
+        "(int8-dynamic/int8-static: NeMo export folders)",
     )
-    p.add_argument("--num-threads", type=int, default=1)
-    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "coreml"])
-    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--num-threads", type=int, default=1, help="inference threads per model run")
+    p.add_argument(
+        "--provider",
+        default="cpu",
+        choices=["cpu", "cuda", "coreml"],
+        help="onnxruntime execution provider",
+    )
+    p.add_argument(
+        "--decoding",
+        default="greedy",
+        choices=["greedy", "beam"],
+        help="search: greedy, or modified beam search (needed for --hotword)",
+    )
     p.add_argument("--beam", type=int, default=4, help="active paths of beam search")
-    p.add_argument("--blank-penalty", type=float, default=0.0)
+    p.add_argument(
+        "--blank-penalty",
+        type=float,
+        default=0.0,
+        help="subtracted from the blank logit: higher values drop fewer words",
+    )
     p.add_argument(
         "--hotword",
         action="append",
@@ -42,7 +89,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="PHRASE",
         help="boost a phrase in beam search ('PHRASE :score' sets its own score); repeatable",
     )
-    p.add_argument("--hotwords-score", type=float, default=1.5)
+    p.add_argument(
+        "--hotwords-score",
+        type=float,
+        default=1.5,
+        help="score bonus per token of a --hotword phrase without its own score",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="transcribe audio files offline")
-    t.add_argument("files", nargs="+", metavar="FILE")
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format ffmpeg reads)")
     _add_model_args(t)
-    t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
+    t.add_argument(
+        "--format",
+        default="text",
+        choices=["text", "json", "srt", "vtt"],
+        help="output: text, one JSON object per input, or subtitles",
+    )
     t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     t.add_argument(
@@ -86,20 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         "healthcheck",
         help="exit 0 when a local server answers /healthz (the container's HEALTHCHECK)",
     )
-    h.add_argument("--port", type=int, default=6006)
-    h.add_argument("--host", default="127.0.0.1")
-    h.add_argument("--timeout", type=float, default=3.0)
+    h.add_argument("--port", type=int, default=6006, help="the server's port")
+    h.add_argument("--host", default="127.0.0.1", help="the server's address")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
     h.add_argument("--path", default="/healthz", help="/healthz (alive) or /readyz (takes streams)")
 
     m = sub.add_parser("models", help="list or download known models")
     msub = m.add_subparsers(dest="models_command", required=True)
     ml = msub.add_parser("list", help="show the catalog")
-    ml.add_argument("--models-dir", type=Path, default=None)
+    models_dir_help = (
+        "where models are pulled to (default: $ASRSERVE_MODELS_DIR, else models/ of a "
+        "writable checkout, else ~/.cache/asrserve/models)"
+    )
+    ml.add_argument("--models-dir", type=Path, default=None, help=models_dir_help)
     mp = msub.add_parser("pull", help="download a model from the catalog")
-    mp.add_argument("name")
-    mp.add_argument("--models-dir", type=Path, default=None)
-    mp.add_argument("--url", default=None, help="override the download URL (mirrors)")
-    mp.add_argument("--no-progress", action="store_true")
+    mp.add_argument("name", help="a catalog name (see `asrserve models list`)")
+    mp.add_argument("--models-dir", type=Path, default=None, help=models_dir_help)
+    mp.add_argument(
+        "--url", default=None, help="override the download URL (mirrors; default: the catalog's)"
+    )
+    mp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    use_help_formatter(parser)
     return parser
 
 
@@ -107,12 +171,17 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     from asrserve.config import ServerConfig
 
     d = ServerConfig()
-    p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0: all IPv4)")
+    p.add_argument("--port", type=int, default=d.port, help="port for HTTP and WebSocket")
     p.add_argument(
         "--sample-rate", type=int, default=d.sample_rate, help="rate clients send by default"
     )
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=d.max_batch_size,
+        help="most streams one encoder call advances",
+    )
     p.add_argument(
         "--max-wait-ms", type=float, default=d.max_wait_ms, help="pace of batched decode steps"
     )
@@ -130,15 +199,30 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         default=d.max_connections,
         help="streams this process takes; more get HTTP 503 (a balancer routes elsewhere)",
     )
-    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=d.max_message_bytes,
+        help="largest WebSocket frame; a larger one closes the connection with 1009",
+    )
     p.add_argument(
         "--max-backlog-s",
         type=float,
         default=d.max_backlog_s,
         help="undecoded seconds per stream before its reads pause",
     )
-    p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
-    p.add_argument("--max-session-s", type=float, default=d.max_session_s)
+    p.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=d.idle_timeout_s,
+        help="seconds without a message before a stream's input is ended (close 1008)",
+    )
+    p.add_argument(
+        "--max-session-s",
+        type=float,
+        default=d.max_session_s,
+        help="longest stream in seconds of wall time; then its input is ended (close 1008)",
+    )
     p.add_argument(
         "--shutdown-timeout-s",
         type=float,
@@ -164,7 +248,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--auth-token-file",
         default=None,
         help="require 'Authorization: Bearer TOKEN' (or ?token=) with a token of this file; "
-        "one per line, reloaded on SIGHUP",
+        "one per line, reloaded on SIGHUP (default: no tokens needed)",
     )
     p.add_argument(
         "--max-pending-messages",
@@ -178,7 +262,11 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="with int8 models that scale activations per batch, run each stream's encoder "
         "chunk alone, so no client's audio can change another's transcript (slower)",
     )
-    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss://")
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        help="PEM certificate: serve https:// and wss:// (default: plain http:// and ws://)",
+    )
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument(
         "--allowed-origin",
@@ -188,9 +276,24 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="browser Origin allowed to connect (repeatable; default: any)",
     )
     p.add_argument("--no-endpoint", action="store_true", help="never end segments by silence")
-    p.add_argument("--rule1-min-trailing-silence", type=float, default=2.4)
-    p.add_argument("--rule2-min-trailing-silence", type=float, default=1.2)
-    p.add_argument("--rule3-min-utterance-length", type=float, default=20.0)
+    p.add_argument(
+        "--rule1-min-trailing-silence",
+        type=float,
+        default=2.4,
+        help="endpoint after this much silence, even if nothing was said (seconds)",
+    )
+    p.add_argument(
+        "--rule2-min-trailing-silence",
+        type=float,
+        default=1.2,
+        help="endpoint after this much silence following speech (seconds)",
+    )
+    p.add_argument(
+        "--rule3-min-utterance-length",
+        type=float,
+        default=20.0,
+        help="endpoint a segment this long regardless of silence (seconds)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:

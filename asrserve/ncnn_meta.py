@@ -170,7 +170,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "param", type=Path, help="encoder .param (e.g. encoder_jit_trace-pnnx.ncnn.param)"
     )
-    p.add_argument("--model-type", required=True, choices=list(_SCHEMAS))
+    p.add_argument(
+        "--model-type", required=True, choices=list(_SCHEMAS), help="the encoder's family"
+    )
     p.add_argument("--output", type=Path, default=None, help="write here (default: in place)")
     for name, (array, users) in _flags().items():
         p.add_argument(
@@ -178,7 +180,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             type=_positive_ints if array else _positive_int,
             default=None,
             metavar="N,N,..." if array else "N",
-            help=f"(family parameter id: {users})",
+            help=f"required by the model types that use it (family parameter id: {users})",
         )
     p.set_defaults(func=run_ncnn_meta)
 

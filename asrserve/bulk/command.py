@@ -30,10 +30,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             'URIs (or ID<TAB>AUDIO lines), or a JSONL manifest of {"audio": ..., "id": ...}.'
         ),
     )
-    p.add_argument("input", metavar="INPUT")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a directory, a glob, a list of paths or URIs, or a JSONL manifest",
+    )
     _add_model_args(p)
-    p.add_argument("--out", type=Path, required=True, metavar="RESULTS.jsonl")
-    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="RESULTS.jsonl",
+        help="results, one JSON line per input; ids already there are skipped",
+    )
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: a process pool on this machine; ray: Ray actors",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -55,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="auto",
         choices=SPLIT_MODES,
         help="long files: cut at pauses found by Silero VAD ('vad'), at fixed windows "
-        "('fixed'), or not at all; 'auto': vad when silero_vad.onnx is found, else fixed",
+        "('fixed'), or not at all ('none'); 'auto': vad when silero_vad.onnx is found, "
+        "else fixed",
     )
     d = SplitConfig()
     p.add_argument(
@@ -73,7 +89,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="silero_vad.onnx (default: the model folder, $ASRSERVE_VAD_MODEL, models/silero-vad/)",
     )
-    p.add_argument("--summary-json", type=Path, default=None, help="also write the summary here")
+    p.add_argument(
+        "--summary-json",
+        type=Path,
+        default=None,
+        help="also write the summary here as JSON (default: printed only)",
+    )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run_bulk_command)
 

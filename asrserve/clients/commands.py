@@ -36,11 +36,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     from asrserve.cli import _add_model_args  # lazy: cli imports this module
 
     c = sub.add_parser("client", help="stream audio files to an asrserve server")
-    c.add_argument("files", nargs="+", metavar="FILE")
-    c.add_argument("--url", default=DEFAULT_URL, help=f"server address (default: {DEFAULT_URL})")
+    c.add_argument("files", nargs="+", metavar="FILE", help="audio files to stream")
+    c.add_argument("--url", default=DEFAULT_URL, help="server address")
     pace = c.add_mutually_exclusive_group()
     pace.add_argument(
-        "--realtime", dest="realtime", action="store_true", default=True, help="send at audio speed"
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="send at audio speed (the default)",
     )
     pace.add_argument("--fast", dest="realtime", action="store_false", help="send at full speed")
     c.add_argument("--concurrency", type=_positive_int, default=1, help="files streamed at once")
@@ -50,10 +54,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         choices=["text", "json"],
         help="text: finals as 'FILE: TEXT' as they come; json: one object per file, input order",
     )
-    c.add_argument("--audio-format", default="s16le", choices=["s16le", "f32le"])
-    c.add_argument("--decoding", default=None, choices=["greedy", "beam"])
-    c.add_argument("--beam", type=int, default=None, help="active paths, with --decoding beam")
-    c.add_argument("--hotword", action="append", default=[], metavar="PHRASE")
+    c.add_argument(
+        "--audio-format",
+        default="s16le",
+        choices=["s16le", "f32le"],
+        help="sample format of the frames sent",
+    )
+    c.add_argument(
+        "--decoding",
+        default=None,
+        choices=["greedy", "beam"],
+        help="search to ask for (default: the server's)",
+    )
+    c.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        help="active paths, with --decoding beam (default: the server's)",
+    )
+    c.add_argument(
+        "--hotword",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="phrase to boost in beam search ('PHRASE :score'); repeatable",
+    )
     c.add_argument(
         "--endpointing",
         action=argparse.BooleanOptionalAction,
@@ -63,11 +88,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     c.set_defaults(func=run_client)
 
     m = sub.add_parser("mic", help="transcribe the microphone live, locally or via a server")
-    m.add_argument("--url", default=None, help="stream to this server instead of a local model")
+    m.add_argument(
+        "--url",
+        default=None,
+        help="stream to this server instead of a local model (default: a local model)",
+    )
     _add_model_args(m)
-    m.add_argument("--device", type=_device, default=None, help="input device index or name")
+    m.add_argument(
+        "--device",
+        type=_device,
+        default=None,
+        help="input device index or name (default: the system's default input)",
+    )
     m.add_argument("--list-devices", action="store_true", help="show audio devices and exit")
-    m.add_argument("--sample-rate", type=_positive_int, default=16000)
+    m.add_argument(
+        "--sample-rate", type=_positive_int, default=16000, help="rate to record at (Hz)"
+    )
     m.set_defaults(func=run_mic)
 
 

@@ -23,16 +23,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "(the model is then written to OUT/rejected)."
         ),
     )
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    p.add_argument("--to", dest="mode", required=True, choices=MODES)
-    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="the fp32 model to convert")
+    p.add_argument("--to", dest="mode", required=True, choices=MODES, help="target precision")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="OUT_DIR", help="where the new model goes"
+    )
     p.add_argument(
         "--calib",
         nargs="+",
         type=Path,
         default=[],
         metavar="AUDIO",
-        help="calibration audio files or folders, streamed through the fp32 model",
+        help="calibration audio files or folders, streamed through the fp32 model "
+        "(int8-static and smoothquant need them)",
     )
     p.add_argument(
         "--eval",
@@ -40,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         default=None,
         metavar="LIST",
-        help="lines 'AUDIO TEXT' (AUDIO: a path or an id with ID.wav beside the list)",
+        help="lines 'AUDIO TEXT' (AUDIO: a path or an id with ID.wav beside the list) "
+        "(default: no WER against references)",
     )
     p.add_argument(
         "--max-wer-increase",
@@ -48,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="POINTS",
         help="fail when WER rises by more than this many points (without --eval: "
-        "WER against the fp32 transcripts of held-out calibration audio)",
+        "WER against the fp32 transcripts of held-out calibration audio) (default: no gate)",
     )
     p.add_argument(
         "--exclude",
@@ -57,11 +61,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="NODE_PATTERN",
         help="node (ncnn: layer) names to keep in float, fnmatch patterns",
     )
-    p.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)
+    p.add_argument(
+        "--method",
+        default="minmax",
+        choices=CALIBRATION_METHODS,
+        help="how calibration turns activation ranges into scales",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
     chan = p.add_mutually_exclusive_group()
-    chan.add_argument("--per-channel", dest="per_channel", action="store_true", default=None)
-    chan.add_argument("--per-tensor", dest="per_channel", action="store_false")
+    chan.add_argument(
+        "--per-channel",
+        dest="per_channel",
+        action="store_true",
+        default=None,
+        help="weight scales per output channel (default: the mode's choice)",
+    )
+    chan.add_argument(
+        "--per-tensor",
+        dest="per_channel",
+        action="store_false",
+        help="one weight scale per tensor",
+    )
     p.add_argument(
         "--op-types",
         default="MatMul,Gemm",
@@ -74,9 +94,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="quantize the convolutional subsampling front-end too (excluded by default)",
     )
     p.add_argument("--max-calib-feeds", type=int, default=512, help="feeds kept per graph")
-    p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument(
+        "--num-threads", type=int, default=1, help="inference threads for calibration and eval"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run_quantize)
 
 
