@@ -30,7 +30,7 @@ from asrserve.decoding.greedy import GreedySearch
 from asrserve.decoding.hotwords import ContextGraph
 from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
-from asrserve.errors import ConfigError
+from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import EncoderModel, TransducerModel
 from asrserve.features.kaldi_fbank import KaldiFbank
 
@@ -133,10 +133,10 @@ class Recognizer:
         self._search_factory = search_factory
         self.bpe_model = Path(bpe_model) if bpe_model else None
         if len(symbols) != model.vocab_size:
-            log.warning(
-                "tokens.txt has %d entries but the model's vocab_size is %d",
-                len(symbols),
-                model.vocab_size,
+            # a token the table lacks would fail only when the model emits it
+            raise ModelLoadError(
+                f"the token table has {len(symbols)} entries but the model's vocabulary "
+                f"has {model.vocab_size}: tokens.txt does not belong to this model"
             )
         frame_s = self.feature_config.frame_shift_ms / 1000.0
         min_pad = (model.chunk_size + 2) * frame_s

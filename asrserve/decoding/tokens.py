@@ -35,9 +35,21 @@ class SymbolTable:
                 parts = [" ", parts[0]]
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
                 raise ModelLoadError(f"{p}:{lineno}: expected 'piece id', got {line!r}")
-            id2sym[int(parts[1])] = parts[0]
+            token_id = int(parts[1])
+            if token_id in id2sym:
+                raise ModelLoadError(
+                    f"{p}:{lineno}: id {token_id} given twice "
+                    f"({id2sym[token_id]!r} and {parts[0]!r})"
+                )
+            id2sym[token_id] = parts[0]
         if not id2sym:
             raise ModelLoadError(f"{p}: no tokens")
+        missing = sorted(set(range(len(id2sym))) - set(id2sym))
+        if missing:
+            raise ModelLoadError(
+                f"{p}: ids must run from 0 to {len(id2sym) - 1} without gaps; "
+                f"missing {', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
+            )
         return cls(id2sym)
 
     def __len__(self) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,8 @@ from asrserve.core.stream import Stream, segment_end
 from asrserve.errors import AsrServeError
 from asrserve.server.metrics import Metrics
 from asrserve.server.protocol import SessionConfig
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("asrserve.server")
 
@@ -162,6 +165,8 @@ class Scheduler:
         # segment ends exactly where a chunk-by-chunk check would end it.
         touched: set[int] = set()
         held: set[int] = set()
+        # Every per-stream call below goes through _isolated: one stream's
+        # failure ends that stream only, never the step of its lane.
         for _ in range(_MAX_ROUNDS_PER_STEP):
             ready = [
                 s
@@ -169,33 +174,66 @@ class Scheduler:
                 if s.stream is not None
                 and not s.done
                 and id(s) not in held
-                and rec.is_ready(s.stream)
+                and self._isolated(s, outcomes, "checking for a chunk", rec.is_ready, s.stream)
             ]
             if not ready:
                 break
             for i in range(0, len(ready), self.max_batch_size):
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
             touched.update(id(s) for s in ready)
-            held.update(id(s) for s in ready if s.stream is not None and rec.is_endpoint(s.stream))
+            held.update(
+                id(s)
+                for s in ready
+                if s.stream is not None
+                and not s.done
+                and self._isolated(
+                    s, outcomes, "checking for an endpoint", rec.is_endpoint, s.stream
+                )
+            )
         for slot in live:
             s = slot.stream
             if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
-                report = self._report(slot, at_endpoint=id(slot) in held)
-                outcomes.setdefault(id(slot), []).extend(report)
+                report = self._isolated(
+                    slot, outcomes, "building results", self._report, slot, id(slot) in held
+                )
+                outcomes.setdefault(id(slot), []).extend(report or [])
         ready_now = 0
         for slot in live:
             if slot.stream is not None and not slot.done:
-                s = slot.stream
-                unprocessed = s.features.num_frames_ready - s.num_processed_frames
-                slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
-                # input held back behind a flush that just ended must be taken
-                # now: nothing else may wake the lane (the reader may be paused
-                # by backpressure on exactly that input)
-                if rec.is_ready(s) or slot.flushing or slot.has_pending:
-                    ready_now += 1
+                ready_now += bool(self._isolated(slot, outcomes, "pacing", self._pace, slot))
         by_id = {id(s): s for s in [*live, *dropped]}
         per_slot = [(by_id[k], v) for k, v in outcomes.items() if k in by_id]
         return StepResult(per_slot, ready_now)
+
+    def _pace(self, slot: StreamSlot) -> bool:
+        """Update the slot's backlog; True when it has work for another step."""
+        rec, s = self.recognizer, slot.stream
+        assert s is not None
+        unprocessed = s.features.num_frames_ready - s.num_processed_frames
+        slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
+        # input held back behind a flush that just ended must be taken
+        # now: nothing else may wake the lane (the reader may be paused
+        # by backpressure on exactly that input)
+        return rec.is_ready(s) or slot.flushing or slot.has_pending
+
+    def _isolated(
+        self,
+        slot: StreamSlot,
+        outcomes: dict[int, list[Outcome]],
+        what: str,
+        fn: Callable[..., _T],
+        *args: Any,
+    ) -> _T | None:
+        """``fn(*args)`` for one stream; an exception ends that stream alone
+        (an error to its client, logged) and returns None."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            log.exception("%s failed for one stream; ending that stream", what)
+            slot.done = True
+            err = AsrServeError(f"internal error while {what}: {exc}")
+            outcomes.setdefault(id(slot), []).append(Outcome("error", error=err, fatal=True))
+            return None
 
     def _feed(self, slot: StreamSlot) -> None:
         """Move the slot's pending audio and commands into its stream."""
@@ -245,7 +283,7 @@ class Scheduler:
         chunk_s = self.recognizer.model.chunk_shift * self.recognizer.frame_shift_s
         self.metrics.observe_batch(len(streams), time.perf_counter() - t0, chunk_s * len(streams))
 
-    def _report(self, slot: StreamSlot, *, at_endpoint: bool) -> list[Outcome]:
+    def _report(self, slot: StreamSlot, at_endpoint: bool) -> list[Outcome]:
         """What the slot's client should hear after this step's rounds;
         ``at_endpoint``: the rounds found the stream at an endpoint (they
         check every stream after each chunk)."""

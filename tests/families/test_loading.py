@@ -14,8 +14,11 @@ from tests.conftest import BUILTIN
 
 
 def _copy_builtin(tmp_path: Path) -> Path:
+    """The demo model as the wheel ships it (int8 graphs only, no fp32 ones)."""
     d = tmp_path / "m"
-    shutil.copytree(BUILTIN, d)
+    d.mkdir()
+    for name in ("encoder.int8.onnx", "decoder.onnx", "joiner.int8.onnx", "tokens.txt", "bpe.model"):
+        shutil.copy(BUILTIN / name, d / name)
     return d
 
 
@@ -70,6 +73,24 @@ def test_bad_tokens_file(tmp_path: Path) -> None:
     d = _copy_builtin(tmp_path)
     (d / "tokens.txt").write_text("<blk> 0\nthis line is wrong x\n")
     with pytest.raises(ModelLoadError, match=r"tokens\.txt:2"):
+        asrserve.load_model(d)
+
+
+def test_tokens_that_do_not_fit_the_model_are_refused_at_load(tmp_path: Path) -> None:
+    """A short table used to load with a warning and fail (KeyError) only when the
+    model emitted a token past its end; duplicate or missing ids likewise."""
+    d = _copy_builtin(tmp_path)
+    lines = (BUILTIN / "tokens.txt").read_text().splitlines()
+    (d / "tokens.txt").write_text("\n".join(lines[:-10]) + "\n")
+    with pytest.raises(ModelLoadError, match=f"{len(lines) - 10} entries.*{len(lines)}"):
+        asrserve.load_model(d)
+    duplicated = [*lines[:-1], lines[-1].rsplit(maxsplit=1)[0] + " 3"]
+    (d / "tokens.txt").write_text("\n".join(duplicated) + "\n")
+    with pytest.raises(ModelLoadError, match=f"tokens\\.txt:{len(lines)}: id 3 given twice"):
+        asrserve.load_model(d)
+    gap = [*lines[:-1], lines[-1].rsplit(maxsplit=1)[0] + f" {len(lines) + 5}"]
+    (d / "tokens.txt").write_text("\n".join(gap) + "\n")
+    with pytest.raises(ModelLoadError, match=f"missing {len(lines) - 1}"):
         asrserve.load_model(d)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
+import pytest
 
 import asrserve
 from asrserve.config import EndpointConfig
@@ -41,3 +43,46 @@ def test_partials_only_when_the_hypothesis_changes() -> None:
     final = [o.result for o in out if o.kind == "final" and o.result]
     assert final[-1].token_ids == partials[-1]
     assert [o.kind for o in out[-2:]] == ["final", "eof"]
+
+
+def test_one_failing_stream_ends_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose results cannot be built (as with a token table shorter
+    than the model's vocabulary: KeyError) gets an error; its lane mates go on."""
+    x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
+    rec = asrserve.load_model(BUILTIN, endpoint=EndpointConfig(enabled=False))
+    sched = Scheduler(rec, max_batch_size=8, metrics=Metrics())
+    cfg = SessionConfig(sample_rate=sr, endpoint=EndpointConfig(enabled=False))
+    good, bad = StreamSlot(cfg), StreamSlot(cfg)
+    sched.add(good)
+    sched.add(bad)
+    monkeypatch.setattr(rec, "token_ids", _failing_for(bad, rec.token_ids))
+    monkeypatch.setattr(rec, "get_result", _failing_for(bad, rec.get_result))
+    got: dict[int, list[Outcome]] = {id(good): [], id(bad): []}
+    for i in range(0, x.size, sr // 10):
+        good.push(x[i : i + sr // 10])
+        bad.push(x[i : i + sr // 10])
+        for slot, outs in sched.step().outcomes:
+            got[id(slot)] += outs
+    good.stop()
+    bad.stop()
+    for _ in range(100):
+        if good.done:
+            break
+        for slot, outs in sched.step().outcomes:
+            got[id(slot)] += outs
+    (error,) = [o for o in got[id(bad)] if o.kind == "error"]
+    assert error.fatal
+    assert "240" in str(error.error)
+    assert [o.kind for o in got[id(good)][-2:]] == ["final", "eof"]
+    final = got[id(good)][-2].result
+    assert final is not None
+    assert final.token_ids == rec.transcribe(x, sr).token_ids
+
+
+def _failing_for(slot: StreamSlot, fn: Any) -> Any:
+    def wrapped(stream: asrserve.Stream, *args: Any, **kwargs: Any) -> Any:
+        if stream is slot.stream:
+            raise KeyError(240)
+        return fn(stream, *args, **kwargs)
+
+    return wrapped
