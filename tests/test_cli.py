@@ -105,3 +105,55 @@ def test_output_dir_refuses_inputs_sharing_a_stem(
     assert main(["transcribe", "--output-dir", str(out_dir), str(first), str(first)]) == 0
     assert [p.name for p in out_dir.iterdir()] == ["jfk.txt"]
 
+
+def test_version_and_module_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    import asrserve
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"asrserve {asrserve.__version__}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "asrserve", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == f"asrserve {asrserve.__version__}"
+
+
+def test_demo_model_says_so_once(capsys: pytest.CaptureFixture[str], tiny_lstm_dir: Path) -> None:
+    assert main(["transcribe", str(WAVS[0])]) == 0
+    err = capsys.readouterr().err
+    assert err.count("synthetic speech") == 1
+    assert "asrserve models pull" in err
+    assert main(["transcribe", "--model", str(BUILTIN), str(WAVS[0])]) == 0
+    assert "synthetic speech" in capsys.readouterr().err
+    # any other model: no notice
+    assert main(["transcribe", "--model", str(tiny_lstm_dir), str(WAVS[0])]) == 0
+    assert "synthetic speech" not in capsys.readouterr().err
+
+
+def test_reference_shows_each_reference_and_the_wer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import asrserve
+    from asrserve.scoring import word_errors
+
+    trans = tmp_path / "trans.txt"
+    trans.write_text(f"{WAVS[0].stem} EXIT THE POSTGRES SHELL\n# comment\n\n")
+    hyp = asrserve.load_model().transcribe(WAVS[0]).text
+    errors, words = word_errors("EXIT THE POSTGRES SHELL", hyp)
+    assert main(["transcribe", "--reference", str(trans), str(WAVS[0]), str(WAVS[1])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{WAVS[0]}\t{hyp}"
+    assert lines[1] == "    reference: EXIT THE POSTGRES SHELL"
+    assert lines[2].startswith(f"{WAVS[1]}\t")  # no reference for this one: none shown
+    assert lines[3] == (
+        f"WER {100.0 * errors / words:.1f} % ({errors} errors in {words} words, "
+        "1 of 2 files had a reference)"
+    )
+    assert main(["transcribe", "--format", "json", "--reference", str(trans), str(WAVS[0])]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["reference"] == "EXIT THE POSTGRES SHELL"
+    assert "WER " in err
