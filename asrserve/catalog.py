@@ -83,6 +83,12 @@ MODELS_DIR_ENV: Final = "ASRSERVE_MODELS_DIR"
 PARTIAL_DIRNAME: Final = ".partial"
 
 _CHUNK: Final = 1 << 16
+#: Unpacked archives may be at most this many times their own size ...
+_UNPACK_RATIO: Final = 20
+#: ... or this size, whichever is more.
+_MIN_UNPACK_LIMIT: Final = 64 << 20
+#: A download whose size the catalog does not give stops here.
+_MAX_UNKNOWN_DOWNLOAD: Final = 16 << 30
 _USER_AGENT: Final = "asrserve-model-pull/1"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ROLE_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
@@ -428,7 +434,14 @@ def pull(
     part = partial_dir / f"{entry.archive_filename}.part"
 
     try:
-        _download(source, part, label=entry.name, progress=progress, timeout=timeout)
+        _download(
+            source,
+            part,
+            label=entry.name,
+            progress=progress,
+            timeout=timeout,
+            limit=entry.size_bytes or _MAX_UNKNOWN_DOWNLOAD,
+        )
         _verify(entry, part)
         _unpack_and_install(entry, part, models_dir, target, source)
     except OSError as exc:  # disk full, permissions, ... (network errors are already wrapped)
@@ -461,8 +474,11 @@ def _unpack_and_install(
     part.unlink(missing_ok=True)
 
 
-def _download(url: str, part: Path, *, label: str, progress: bool, timeout: float) -> None:
-    """Fetch ``url`` into ``part``, resuming what is already there."""
+def _download(
+    url: str, part: Path, *, label: str, progress: bool, timeout: float, limit: int
+) -> None:
+    """Fetch ``url`` into ``part``, resuming what is already there; never more
+    than ``limit`` bytes in all (the catalog's size, when it has one)."""
     restarted = False
     while True:
         offset = part.stat().st_size if part.is_file() else 0
@@ -511,6 +527,12 @@ def _download(url: str, part: Path, *, label: str, progress: bool, timeout: floa
                 raise CatalogError(f"download of {label!r} failed: HTTP {status} for {url}")
             length = response.headers.get("Content-Length")
             remaining = int(length) if length and length.isdigit() else None
+            if remaining is not None and offset + remaining > limit:
+                part.unlink(missing_ok=True)
+                raise CatalogError(
+                    f"download of {label!r} refused: {url} announces {offset + remaining} "
+                    f"bytes, more than the {limit} expected"
+                )
             _copy(
                 response,
                 part,
@@ -520,6 +542,7 @@ def _download(url: str, part: Path, *, label: str, progress: bool, timeout: floa
                 label=label,
                 progress=progress,
                 url=url,
+                limit=limit,
             )
         return
 
@@ -534,6 +557,7 @@ def _copy(
     label: str,
     progress: bool,
     url: str,
+    limit: int,
 ) -> None:
     total = None if remaining is None else offset + remaining
     bar = _progress_bar(label, total, offset, enabled=progress)
@@ -550,6 +574,13 @@ def _copy(
                     ) from None
                 if not chunk:
                     break
+                if offset + written + len(chunk) > limit:
+                    out.close()
+                    part.unlink(missing_ok=True)
+                    raise CatalogError(
+                        f"download of {label!r} stopped: {url} sent more than the {limit} "
+                        "bytes expected; the partial file was deleted"
+                    )
                 out.write(chunk)
                 written += len(chunk)
                 if bar is not None:
@@ -620,7 +651,7 @@ def _unpack(entry: CatalogEntry, part: Path, staging: Path, url: str) -> Path:
     dest.mkdir()
     try:
         if entry.archive in ("tar.bz2", "tar.gz"):
-            _extract_tar(part, dest, "r:bz2" if entry.archive == "tar.bz2" else "r:gz")
+            _extract_tar(part, dest, "r|bz2" if entry.archive == "tar.bz2" else "r|gz")
         elif entry.archive == "zip":
             _extract_zip(part, dest)
         else:
@@ -658,10 +689,25 @@ def _reject(archive: Path, member: str, why: str) -> CatalogError:
     return CatalogError(f"refusing to unpack {archive.name}: member {member!r} has {why}")
 
 
-def _extract_tar(archive: Path, dest: Path, mode: Literal["r:bz2", "r:gz"]) -> None:
+def _unpack_limit(archive: Path) -> int:
+    """Most bytes an archive may unpack to: model weights barely compress, so
+    anything far beyond the archive's own size is a decompression bomb."""
+    return max(_MIN_UNPACK_LIMIT, _UNPACK_RATIO * archive.stat().st_size)
+
+
+def _too_big(archive: Path, member: str, total: int, limit: int) -> CatalogError:
+    return CatalogError(
+        f"refusing to unpack {archive.name}: it unpacks to more than {limit} bytes "
+        f"({total} by member {member!r}), {_UNPACK_RATIO}x its own size; not a model archive"
+    )
+
+
+def _extract_tar(archive: Path, dest: Path, mode: Literal["r|bz2", "r|gz"]) -> None:
+    # Streamed, member by member: each header is checked (path, link, type,
+    # running size) before its data is decompressed.
+    limit, total = _unpack_limit(archive), 0
     with tarfile.open(archive, mode) as tar:
-        members = tar.getmembers()
-        for member in members:
+        for member in tar:
             why = _unsafe_path(member.name)
             if why is not None:
                 raise _reject(archive, member.name, f"an unsafe path ({why})")
@@ -671,18 +717,25 @@ def _extract_tar(archive: Path, dest: Path, mode: Literal["r:bz2", "r:gz"]) -> N
                     raise _reject(archive, member.name, f"an unsafe link target ({why})")
             elif not (member.isfile() or member.isdir()):
                 raise _reject(archive, member.name, "a special file type")
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, members=members, filter="data")
-        else:  # pragma: no cover - Pythons without extraction filters
-            tar.extractall(dest, members=members)  # members checked above
+            total += member.size
+            if total > limit:
+                raise _too_big(archive, member.name, total, limit)
+            if hasattr(tarfile, "data_filter"):
+                tar.extract(member, dest, filter="data")
+            else:  # pragma: no cover - Pythons without extraction filters
+                tar.extract(member, dest)  # checked above
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
+    limit, total = _unpack_limit(archive), 0
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             why = _unsafe_path(info.filename)
             if why is not None:
                 raise _reject(archive, info.filename, f"an unsafe path ({why})")
+            total += info.file_size  # zipfile never reads past a member's declared size
+            if total > limit:
+                raise _too_big(archive, info.filename, total, limit)
         zf.extractall(dest)
 
 

@@ -62,6 +62,8 @@ class ServerState:
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     ignore_range: bool = False
     truncate_at: int | None = None  # close the connection after this many body bytes
+    no_length: bool = False  # no Content-Length: the body ends when the connection closes
+    sent: int = 0  # body bytes written, all requests
 
 
 class _Server(ThreadingHTTPServer):
@@ -97,12 +99,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         body = data[start:]
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        if not state.no_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if state.truncate_at is not None:
             body = body[: state.truncate_at]
             self.close_connection = True
-        self.wfile.write(body)
+        for i in range(0, len(body), 1 << 16):
+            try:
+                self.wfile.write(body[i : i + (1 << 16)])
+            except OSError:  # the client stopped reading
+                return
+            state.sent += len(body[i : i + (1 << 16)])
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -428,6 +436,43 @@ def test_zip_traversal_rejected(server: Loopback, tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="unsafe path"):
         pull(entry, models_dir, progress=False, timeout=TIMEOUT)
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_download_stops_at_the_declared_size(server: Loopback, tmp_path: Path) -> None:
+    """An entry declaring 1,000 bytes never fetches 20 MB: refused by the announced
+    length, and without one, stopped once more than the declared size came."""
+    big = bytes(20 << 20)
+    server.state.files["/m.tar.bz2"] = big
+    entry = make_entry(server.url("/m.tar.bz2"), None, size_bytes=1000)
+    with pytest.raises(CatalogError, match="announces 20971520 bytes, more than the 1000"):
+        pull(entry, tmp_path, progress=False, timeout=TIMEOUT)
+    assert list(tmp_path.rglob("*.part")) == []
+    server.state.no_length = True
+    with pytest.raises(CatalogError, match="sent more than the 1000 bytes"):
+        pull(entry, tmp_path, progress=False, timeout=TIMEOUT)
+    assert list(tmp_path.rglob("*.part")) == []
+    assert server.state.sent < 8 << 20  # the client hung up long before the end
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_decompression_bomb_refused(server: Loopback, tmp_path: Path, kind: str) -> None:
+    members = {**model_members(), "fake-model/zeros.bin": bytes(80 << 20)}
+    if kind == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        payload = buf.getvalue()
+    else:
+        payload = make_tar(members, mode="w:gz")
+    assert len(payload) < 1 << 20  # 80 MiB packed into well under 1 MiB
+    server.state.files[f"/bomb.{kind}"] = payload
+    models_dir = tmp_path / "models"
+    entry = make_entry(server.url(f"/bomb.{kind}"), payload, archive=kind)
+    with pytest.raises(CatalogError, match=r"unpacks to more than 67108864 bytes"):
+        pull(entry, models_dir, progress=False, timeout=TIMEOUT)
+    assert list(models_dir.iterdir()) == []
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) == 0
 
 
 def test_archive_missing_listed_file(server: Loopback, tmp_path: Path) -> None:
