@@ -6,6 +6,7 @@ model's sample rate.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,57 @@ def _decode(source: Any, name: str) -> tuple[FloatArray, int]:
         raise AudioFormatError(f"{name}: cannot decode audio ({exc})") from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+_UNKNOWN_DATA_SIZE = 0x7FFFF000
+"""A ``data`` chunk size at or above this is a placeholder, not a length:
+writers that cannot seek back (a pipe) leave 0xFFFFFFFF (ffmpeg), 0x7FFFF000
+(sox) or 0x7FFFFFFF (arecord)."""
+
+
+def truncated_seconds(path: str | Path) -> float:
+    """Seconds of audio the RIFF/WAVE header of ``path`` announces (its ``data``
+    chunk size) that the file does not hold: a copy or download cut inside the
+    audio data. libsndfile reads such a file without complaint, as a shorter
+    one. 0.0 for a whole file, a file that is not RIFF/WAVE (RF64, FLAC …), a
+    placeholder size (see ``_UNKNOWN_DATA_SIZE``) or a header that does not
+    parse (decoding reports that)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0.0
+            size = os.fstat(f.fileno()).st_size
+            rate = block_align = 0
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk_id, length = struct.unpack("<4sI", f.read(8))
+                if chunk_id == b"fmt ":
+                    fmt = f.read(min(length, 16))
+                    if len(fmt) < 14:
+                        return 0.0
+                    rate, _, block_align = struct.unpack("<IIH", fmt[4:14])
+                elif chunk_id == b"data":
+                    held = size - (pos + 8)
+                    if not rate or not block_align or length >= _UNKNOWN_DATA_SIZE:
+                        return 0.0
+                    missing = length // block_align - max(0, held) // block_align
+                    return max(0, int(missing)) / int(rate)
+                pos += 8 + length + (length & 1)  # chunks are padded to even sizes
+    except (OSError, struct.error):
+        return 0.0
+    return 0.0
+
+
+def truncation_warning(path: str | Path, missing_s: float) -> str:
+    """The one-line warning for a file :func:`truncated_seconds` found cut short."""
+    return (
+        f"{path}: truncated: the file ends {missing_s:.3f} s before the end its WAV "
+        "header gives; transcribed the audio it holds"
+    )
 
 
 def load_audio(path: str | Path, sample_rate: int) -> FloatArray:

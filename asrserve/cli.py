@@ -432,7 +432,7 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     from tqdm import tqdm
 
-    from asrserve.audio import load_audio
+    from asrserve.audio import load_audio, truncated_seconds, truncation_warning
     from asrserve.scoring import read_references, reference_for, word_errors
 
     ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
@@ -454,6 +454,9 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"asrserve: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        missing = truncated_seconds(path)
+        if missing > 0:
+            print(f"asrserve: warning: {truncation_warning(path, missing)}", file=sys.stderr)
         duration = samples.size / rate
         show = not args.no_progress and duration > 30.0
         with tqdm(

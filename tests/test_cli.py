@@ -157,3 +157,23 @@ def test_reference_shows_each_reference_and_the_wer(
     out, err = capsys.readouterr()
     assert json.loads(out)["reference"] == "EXIT THE POSTGRES SHELL"
     assert "WER " in err
+
+
+def test_a_truncated_wav_is_transcribed_with_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A WAV cut inside its data decodes as a shorter file: the transcript is
+    printed, and stderr names the file and the seconds missing."""
+    import asrserve
+
+    raw = WAVS[0].read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(raw[: len(raw) - 16000])  # 0.5 s of 16 kHz PCM16
+    assert main(["transcribe", str(cut)]) == 0
+    out, err = capsys.readouterr()
+    assert out == asrserve.load_model().transcribe(cut).text + "\n"
+    (line,) = [ln for ln in err.splitlines() if "warning" in ln]
+    assert line.startswith(f"asrserve: warning: {cut}: truncated")
+    assert "0.500 s" in line
+    assert main(["transcribe", str(WAVS[0])]) == 0
+    assert "warning" not in capsys.readouterr().err

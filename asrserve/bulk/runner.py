@@ -104,6 +104,7 @@ def assemble(item: Item, pieces: Sequence[PieceResult]) -> dict[str, Any]:
             "duration": None,
             "rtf": None,
             "error": errors[0],
+            "warning": None,
         }
     if len(pieces) == 1:
         tokens, stamps = list(pieces[0].tokens), list(pieces[0].timestamps)
@@ -122,6 +123,7 @@ def assemble(item: Item, pieces: Sequence[PieceResult]) -> dict[str, Any]:
         "duration": round(duration, 3),
         "rtf": round(decode / duration, 4) if duration > 0 else None,
         "error": None,
+        "warning": next((p.warning for p in pieces if p.warning is not None), None),
     }
 
 
@@ -169,6 +171,8 @@ def run_bulk(
                 del parts[res.item_id]
                 record = assemble(by_id[res.item_id], got)
                 sink.write(record)
+                if record["warning"] is not None:
+                    log.warning("%s: %s", res.item_id, record["warning"])
                 if record["error"] is None:
                     summary.ok += 1
                     summary.audio_s += float(record["duration"])

@@ -21,7 +21,7 @@ from asrserve.errors import ConfigError
 
 log = logging.getLogger("asrserve.bulk")
 
-FIELDS = ("id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error")
+FIELDS = ("id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error", "warning")
 
 
 class JsonlSink:

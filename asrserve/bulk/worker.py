@@ -71,6 +71,7 @@ class PieceResult:
     decode_s: float = 0.0
     error: str | None = None
     fatal: bool = False
+    warning: str | None = None  # decoded, but something is off (a truncated file)
 
 
 def failed(task: Task, message: str, fatal: bool = False) -> PieceResult:
@@ -105,6 +106,15 @@ class Worker:
         return result
 
     def _decode(self, task: Task) -> PieceResult:
+        result = self._transcribe(task)
+        from asrserve.audio import truncated_seconds, truncation_warning
+
+        missing = truncated_seconds(local_path(task.location))
+        if missing > 0:
+            result.warning = truncation_warning(task.location, missing)
+        return result
+
+    def _transcribe(self, task: Task) -> PieceResult:
         from asrserve.audio import load_audio
 
         rec = self.recognizer

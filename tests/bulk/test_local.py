@@ -57,8 +57,9 @@ def test_equals_python_api_per_file(
         assert row["duration"] > 0
         assert 0 < row["rtf"] < 1
         assert set(row) == {
-            "id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error"
+            "id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error", "warning"
         }  # fmt: skip
+        assert row["warning"] is None
     for bad in ("corrupt.wav", "truncated.wav"):
         assert "cannot decode audio" in rows[bad]["error"]
         assert rows[bad]["text"] == ""
@@ -94,6 +95,30 @@ def test_resume_after_a_torn_file(wav_dir_with_corrupt: Path, tmp_path: Path) ->
     again = run_bulk(items, partial, LocalEngine(ModelSpec(), NONE, 1), NONE, progress=False)
     assert (again.skipped, again.ok, again.failed) == (len(items) - 2, 0, 2)
     assert len(partial.read_text().splitlines()) == len(items)
+
+
+def test_a_wav_cut_inside_its_data_is_decoded_with_a_warning(wav_dir: Path, tmp_path: Path) -> None:
+    """libsndfile reads such a file as a shorter one: the line has its
+    transcript, no error, and a warning naming the file and the seconds missing."""
+    src = next(wav_dir.glob("*.wav"))
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(src, d / "whole.wav")
+    raw = src.read_bytes()
+    (d / "cut.wav").write_bytes(raw[: len(raw) - 16000])  # 0.5 s of 16 kHz PCM16
+    out = tmp_path / "r.jsonl"
+    items = read_inputs(d)
+    summary = run_bulk(items, out, LocalEngine(ModelSpec(), NONE, 1), NONE, progress=False)
+    assert (summary.ok, summary.failed) == (2, 0)
+    rows = by_id(out)
+    assert rows["whole.wav"]["warning"] is None
+    cut = rows["cut.wav"]
+    assert cut["error"] is None
+    assert cut["text"] == asrserve.load_model().transcribe(d / "cut.wav").text
+    assert cut["text"]
+    assert cut["warning"].startswith(f"{cut['audio']}: truncated")
+    assert cut["audio"].endswith("cut.wav")
+    assert "0.500 s" in cut["warning"]
 
 
 def test_sink_compaction(tmp_path: Path) -> None:
