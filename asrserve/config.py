@@ -6,6 +6,7 @@ out-of-range option is refused in one place with one clear message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -76,9 +77,26 @@ class DecodingConfig:
             raise ConfigError(
                 f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
             )
-        if self.blank_penalty < 0:
-            raise ConfigError(f"blank_penalty must be >= 0, got {self.blank_penalty}")
+        if not 0 <= self.blank_penalty <= MAX_SCORE:
+            raise ConfigError(
+                f"blank_penalty must be a number in [0, {MAX_SCORE:g}], got {self.blank_penalty}"
+            )
+        check_score("hotwords_score", self.hotwords_score)
         return self
+
+
+#: Bound of every log-domain score a user sets (blank penalty, hotword
+#: scores): joiner logits differ by tens at most, so more only overflows.
+MAX_SCORE = 100.0
+
+
+def check_score(what: str, value: float) -> float:
+    """``value`` if it is a finite score within ±:data:`MAX_SCORE`."""
+    if not (math.isfinite(value) and abs(value) <= MAX_SCORE):
+        raise ConfigError(
+            f"{what} must be a number in [-{MAX_SCORE:g}, {MAX_SCORE:g}], got {value}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -109,8 +127,11 @@ class EndpointConfig:
 
     def validate(self) -> EndpointConfig:
         for rule in (self.rule1, self.rule2, self.rule3):
-            if rule.min_trailing_silence < 0 or rule.min_utterance_length < 0:
-                raise ConfigError("endpoint rule thresholds must be >= 0 seconds")
+            for v in (rule.min_trailing_silence, rule.min_utterance_length):
+                if not (math.isfinite(v) and v >= 0):
+                    raise ConfigError(
+                        f"endpoint rule thresholds must be finite and >= 0 seconds, got {v}"
+                    )
         return self
 
     def is_endpoint(self, trailing_silence: float, utterance_length: float) -> bool:

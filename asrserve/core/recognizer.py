@@ -20,6 +20,7 @@ from asrserve.config import (
     DecodingConfig,
     EndpointConfig,
     FeatureConfig,
+    check_score,
     normalize_method,
 )
 from asrserve.core.events import Result
@@ -366,7 +367,7 @@ class Recognizer:
             if " :" in phrase:
                 phrase, _, s = phrase.rpartition(" :")
                 try:
-                    score = float(s)
+                    score = check_score(f"hotword {raw!r}: score", float(s))
                 except ValueError:
                     raise ConfigError(f"hotword {raw!r}: score {s!r} is not a number") from None
             if phrase.strip():

@@ -236,7 +236,7 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
     if "hotwords_score" in obj:
         if not _is_number(obj["hotwords_score"]):
             raise ConfigError(f"hotwords_score must be a number, got {obj['hotwords_score']!r}")
-        decoding = replace(decoding, hotwords_score=float(obj["hotwords_score"]))
+        decoding = replace(decoding, hotwords_score=float(obj["hotwords_score"])).validate()
     hotwords = obj.get("hotwords", list(defaults.hotwords))
     if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
         raise ConfigError("hotwords must be a list of strings")

@@ -8,7 +8,8 @@ import pytest
 
 import asrserve
 from asrserve.decoding.hotwords import ContextGraph
-from tests.conftest import read_wav
+from asrserve.errors import ConfigError
+from tests.conftest import BUILTIN, read_wav
 from tests.reference import TAIL_PADDING_S, asrserve_decode, sherpa_decode, sherpa_recognizer
 
 
@@ -80,3 +81,16 @@ def test_hotwords_match_sherpa(tiny_lstm_dir: Path, tiny_wavs: list[Path], bpe_v
         assert got[0] == want[0], name
         changed += got[0] != asrserve_decode(ours, x, sr, 1600)[0]
     assert changed >= 1  # the boost actually did something on these clips
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf", "1e308"])
+def test_phrase_scores_must_be_finite_and_bounded(score: str) -> None:
+    rec = asrserve.load_model(BUILTIN)
+    with pytest.raises(ConfigError, match="score must be a number in"):
+        rec.create_stream(
+            hotwords=[f"EXIT THE SHELL :{score}"],
+            decoding=asrserve.DecodingConfig(method="modified_beam"),
+        )
+    rec.create_stream(
+        hotwords=["EXIT THE SHELL :2.5"], decoding=asrserve.DecodingConfig(method="modified_beam")
+    )

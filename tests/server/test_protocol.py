@@ -109,6 +109,11 @@ def test_start_negotiates_and_replies_ready() -> None:
         ({"endpointing": {"rule9": 1}}, "rule9"),
         ({"endpointing": {"enabled": "yes"}}, "enabled"),
         ({"language": "en"}, "language"),
+        ({"decoding": {"blank_penalty": 1e308}}, "blank_penalty"),
+        ({"decoding": {"blank_penalty": float("nan")}}, "blank_penalty"),
+        ({"hotwords_score": 1e308}, "hotwords_score"),
+        ({"hotwords_score": float("inf")}, "hotwords_score"),
+        ({"endpointing": {"rule1_min_trailing_silence": float("inf")}}, "rule1"),
     ],
 )
 def test_bad_start_is_named_and_closes(start: dict[str, object], needle: str) -> None:
