@@ -22,7 +22,7 @@ log = logging.getLogger("asrserve.server")
 
 def fingerprint(token: str) -> str:
     """A loggable stand-in for a token."""
-    return "tok-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+    return "tok-" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 class TokenStore:
@@ -52,9 +52,12 @@ class TokenStore:
         """Whether ``presented`` is a known token (compared in constant time)."""
         if not presented:
             return False
+        # header text may hold lone surrogates (undecodable bytes, escaped):
+        # they can match no token, and must not raise.
+        given = presented.encode("utf-8", "surrogatepass")
         found = False
         for token in self._tokens:
-            found |= hmac.compare_digest(token.encode(), presented.encode())
+            found |= hmac.compare_digest(token.encode(), given)
         return found
 
 
