@@ -7,6 +7,8 @@ model's sample rate.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +73,37 @@ def read_audio(path: str | Path) -> tuple[FloatArray, int]:
     p = Path(path)
     if not p.is_file():
         raise AudioFormatError(f"{p}: no such audio file")
-    return _decode(str(p), str(p))
+    return _decode(str(p), lambda reason: f"{p}: cannot decode audio ({reason})")
 
 
 def decode_audio_bytes(data: bytes, name: str = "upload") -> tuple[FloatArray, int]:
     """:func:`read_audio` for an in-memory file (an upload)."""
     import io
 
-    return _decode(io.BytesIO(data), name)
+    return _decode(
+        io.BytesIO(data),
+        lambda reason: f"cannot decode audio of the uploaded file {name!r}: {reason}",
+    )
 
 
-def _decode(source: Any, name: str) -> tuple[FloatArray, int]:
+def decode_error_reason(exc: BaseException) -> str:
+    """Why libsndfile (through soundfile) refused a file, in its own words
+    ("Format not recognised."), without the Python object it was handed: an
+    upload would otherwise read ``Error opening <_io.BytesIO object at 0x…>``."""
+    reason = getattr(exc, "error_string", None)  # soundfile.LibsndfileError
+    if not isinstance(reason, str) or not reason.strip():
+        reason = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc))
+    return reason.strip() or type(exc).__name__
+
+
+def _decode(source: Any, message: Callable[[str], str]) -> tuple[FloatArray, int]:
+    """``message``: the error's text for libsndfile's reason."""
     import soundfile as sf
 
     try:
         data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types
-        raise AudioFormatError(f"{name}: cannot decode audio ({exc})") from exc
+        raise AudioFormatError(message(decode_error_reason(exc))) from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 

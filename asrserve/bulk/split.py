@@ -86,7 +86,7 @@ def read_span(path: Path, start_s: float, end_s: float, sample_rate: int) -> Flo
     (seeks; only the span is decoded)."""
     import soundfile as sf
 
-    from asrserve.audio import resample
+    from asrserve.audio import decode_error_reason, resample
 
     try:
         with sf.SoundFile(str(path)) as f:
@@ -96,7 +96,7 @@ def read_span(path: Path, start_s: float, end_s: float, sample_rate: int) -> Flo
             f.seek(begin)
             data = f.read(max(0, stop - begin), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types
-        raise AudioFormatError(f"{path}: cannot decode audio ({exc})") from exc
+        raise AudioFormatError(f"{path}: cannot decode audio ({decode_error_reason(exc)})") from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(np.ascontiguousarray(mono, dtype=np.float32), rate, sample_rate)
 

@@ -676,3 +676,41 @@ def test_websocket_and_http_give_the_same_segment_bounds_within_the_audio(
         assert verbose["duration"] == round(duration, 3)
 
     serve(recognizer, body)
+
+
+def test_error_bodies_name_the_problem_not_python_objects(
+    recognizer: asrserve.Recognizer,
+) -> None:
+    """Undecodable uploads are named with libsndfile's reason; no error body
+    carries a Python object's repr (``<_io.BytesIO object at 0x…>``)."""
+    riff_garbage = b"RIFF\x24\x00\x00\x00WAVEfmt garbage" + bytes(64)
+    uploads = [
+        ("notes.wav", b"this is not audio", "Format not recognised"),
+        ("empty.wav", b"", "Format not recognised"),
+        ("broken.wav", riff_garbage, "Malformed 'fmt ' chunk"),
+    ]
+
+    async def body(_: AsrServer, base: str) -> None:
+        url = base + "/v1/audio/transcriptions"
+        bodies = []
+        for name, data, reason in uploads:
+            payload, ctype = multipart({}, data, filename=name)
+            status, _, out = await asyncio.to_thread(request, url, payload, {"Content-Type": ctype})
+            assert status == 400
+            assert b" object at 0x" not in out, out
+            message = json.loads(out)["error"]["message"]
+            assert f"'{name}'" in message
+            assert reason in message
+            bodies.append(out.decode())
+        for data, ctype in [
+            (b"{}", "application/json"),
+            (b"--x\r\n", "multipart/form-data"),
+            (b"garbage", "multipart/form-data; boundary=zzz"),
+        ]:
+            status, _, out = await asyncio.to_thread(request, url, data, {"Content-Type": ctype})
+            assert status == 400
+            bodies.append(out.decode())
+        for text in bodies:
+            assert " object at 0x" not in text, text
+
+    serve(recognizer, body)
