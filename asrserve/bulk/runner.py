@@ -48,10 +48,10 @@ class Summary:
 
     def format(self) -> str:
         return (
-            f"{self.inputs} files: {self.ok} decoded, {self.failed} failed, "
+            f"{_count(self.inputs, 'file')}: {self.ok} decoded, {self.failed} failed, "
             f"{self.skipped} already done | {self.audio_s / 3600:.3f} h of audio "
             f"({self.audio_s:.1f} s) in {self.wall_s:.1f} s wall | "
-            f"{self.speed:.1f}x real time ({self.engine}, {self.workers} workers)"
+            f"{self.speed:.1f}x real time ({self.engine}, {_count(self.workers, 'worker')})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +67,11 @@ class Summary:
             "engine": self.engine,
             "workers": self.workers,
         }
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``0 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def plan_tasks(items: Sequence[Item], split: SplitConfig) -> Iterator[Task]:

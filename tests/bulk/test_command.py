@@ -42,6 +42,24 @@ def test_cli_end_to_end_with_summary(
     assert sorted(ids(out)) == sorted(set(ids(out)))
 
 
+def test_summary_counts_one_file_and_one_worker_in_the_singular(
+    wav_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asrserve.bulk.runner import Summary
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.wav").write_bytes(next(wav_dir.glob("*.wav")).read_bytes())
+    argv = ["bulk", str(one), "--out", str(tmp_path / "r.jsonl"), "--workers", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "1 file: 1 decoded, 0 failed, 0 already done" in text
+    assert "x real time (local, 1 worker)" in text
+    text = Summary(inputs=0, engine="ray", workers=3).format()
+    assert text.startswith("0 files: ")
+    assert text.endswith("(ray, 3 workers)")
+
+
 def test_cli_ray_engine(wav_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "r.jsonl"
