@@ -254,33 +254,8 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 
 
-class KnownBugError(Exception):
-    """A failure already diagnosed outside this module (see KNOWN_BUGS)."""
-
-
-#: layout id -> (what the command line says, why): an expected failure that
-#: must go away (strict xfail), any other failure of that layout fails the test.
-KNOWN_BUGS: dict[str, tuple[str, str]] = {
-    "ncnn-conv-emformer": (
-        "the token table has 6021 entries but the model's vocabulary has 6020",
-        "upstream tokens.txt ends with the disambiguation symbol '#0 6020' (6021 lines for a "
-        "6020-token model; sherpa-ncnn loads it) and asrserve/core/recognizer.py refuses any "
-        "table whose length differs from vocab_size (`!=`, where commit 11e9032 meant to "
-        "refuse tables with fewer entries)",
-    ),
-}
-
 #: Layouts tested by ``test_pull_and_transcribe``; the other two have their own test.
-TRANSDUCER_LAYOUTS = [
-    pytest.param(
-        x.id,
-        marks=[pytest.mark.xfail(strict=True, raises=KnownBugError, reason=KNOWN_BUGS[x.id][1])]
-        if x.id in KNOWN_BUGS
-        else [],
-    )
-    for x in LAYOUTS
-    if x.id not in ("silero-vad-file", "builtin")
-]
+TRANSDUCER_LAYOUTS = [x.id for x in LAYOUTS if x.id not in ("silero-vad-file", "builtin")]
 
 
 def _layout(layout_id: str) -> Layout:
@@ -550,9 +525,6 @@ def test_pull_and_transcribe(
     code, out, err = run_cli(
         ["transcribe", "--model", name, "--format", "json", "--no-progress", str(wav)], capsys
     )
-    known = KNOWN_BUGS.get(layout_id)
-    if code != 0 and known is not None and known[0] in err:
-        raise KnownBugError(err.strip())
     assert code == 0, err
     (line,) = out.splitlines()
     result = json.loads(line)

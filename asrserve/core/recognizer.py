@@ -133,8 +133,9 @@ class Recognizer:
             )
         self._search_factory = search_factory
         self.bpe_model = Path(bpe_model) if bpe_model else None
-        if len(symbols) != model.vocab_size:
-            # a token the table lacks would fail only when the model emits it
+        if len(symbols) < model.vocab_size:
+            # a token the table lacks would fail only when the model emits it;
+            # more entries are fine (sherpa-ncnn's tables end with '#0 <vocab>')
             raise ModelLoadError(
                 f"the token table has {len(symbols)} entries but the model's vocabulary "
                 f"has {model.vocab_size}: tokens.txt does not belong to this model"
