@@ -17,7 +17,13 @@ def _copy_builtin(tmp_path: Path) -> Path:
     """The demo model as the wheel ships it (int8 graphs only, no fp32 ones)."""
     d = tmp_path / "m"
     d.mkdir()
-    for name in ("encoder.int8.onnx", "decoder.onnx", "joiner.int8.onnx", "tokens.txt", "bpe.model"):
+    for name in (
+        "encoder.int8.onnx",
+        "decoder.onnx",
+        "joiner.int8.onnx",
+        "tokens.txt",
+        "bpe.model",
+    ):
         shutil.copy(BUILTIN / name, d / name)
     return d
 
