@@ -11,6 +11,10 @@ sequence, frame index ``t`` starting at 0::
     elif token == blank or max_symbols emitted at t:  t += 1
     (otherwise stay at t and let the joint emit again)
 
+With no durations (``durations=()``) the joint scores tokens only and the
+search is plain RNN-T greedy search: stay on a frame while it emits tokens,
+move on after a blank or ``max_symbols`` tokens.
+
 This module knows no model: the joint is anything with the
 :class:`TdtJoint` interface. Sequences of a batch advance independently;
 one joint call per step covers every sequence that is not done.
@@ -65,7 +69,8 @@ class TdtGreedySearch:
     """Batched greedy TDT search.
 
     ``vocab_size`` counts the blank; the joint's logits are
-    ``vocab_size`` token scores followed by one score per duration.
+    ``vocab_size`` token scores followed by one score per duration (none:
+    plain RNN-T, every step a duration of 0).
     """
 
     def __init__(
@@ -81,7 +86,7 @@ class TdtGreedySearch:
             raise ConfigError(
                 f"blank id {blank_id} is outside the vocabulary (0..{vocab_size - 1})"
             )
-        if not durations or any(d < 0 for d in durations):
+        if any(d < 0 for d in durations):
             raise ConfigError(f"TDT durations must be non-negative, got {list(durations)}")
         if max_symbols_per_frame < 1:
             raise ConfigError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
@@ -119,7 +124,10 @@ class TdtGreedySearch:
                 tok_logits = tok_logits.copy()
                 tok_logits[:, self.blank_id] -= self.blank_penalty
             tokens = tok_logits.argmax(axis=1)
-            steps = self.durations[logits[:, v:].argmax(axis=1)]
+            if self.durations.size:
+                steps = self.durations[logits[:, v:].argmax(axis=1)]
+            else:
+                steps = np.zeros(rows.size, dtype=np.int64)
             emit = tokens != self.blank_id
             if emit.any():
                 keep = emit.nonzero()[0]

@@ -27,6 +27,7 @@ LAYOUT_MODULES = (
     "asrserve.families.nemo_streaming",
     "asrserve.families.nemo_tdt",
     "asrserve.families.nemo_sherpa",
+    "asrserve.families.nemo_offline",
 )
 
 

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,7 @@ from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig, norma
 from asrserve.core.events import Result
 from asrserve.core.recognizer import feed_in_chunks, load_input
 from asrserve.core.stream import InputRate
-from asrserve.decoding.tdt import JointState, TdtGreedySearch
+from asrserve.decoding.tdt import JointState, TdtGreedySearch, TdtJoint
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import AudioFormatError, ConfigError, ModelLoadError
 from asrserve.families.layouts import LoadOptions
@@ -193,6 +193,46 @@ class _Joint:
 Preprocess = Callable[[Sequence[FloatArray]], tuple[FloatArray, npt.NDArray[np.int64]]]
 
 
+class OfflineTransducer(Protocol):
+    """What :class:`TdtRecognizer` needs of a model: features, a whole-utterance
+    encoder and a :class:`~asrserve.decoding.tdt.TdtJoint` (``durations`` empty:
+    a plain RNN-T). :class:`TdtModel` is the onnx-asr layout;
+    :class:`asrserve.families.nemo_offline.NemoOfflineModel` sherpa-onnx's."""
+
+    vocab_size: int
+    blank_id: int
+    feature_dim: int
+    subsampling_factor: int
+    max_tokens_per_step: int
+    durations: list[int]
+    chunk_size: int
+    chunk_shift: int
+
+    @property
+    def encoder(self) -> Session: ...
+
+    @property
+    def joint(self) -> TdtJoint: ...
+
+    @property
+    def joint_batch_dependent(self) -> bool:
+        """Rows of one joint call can change each other's results (dynamic
+        quantization): the search then runs row by row."""
+        ...
+
+    def preprocess(
+        self, audio: Sequence[FloatArray], /
+    ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Clips → features (B, n_mels, T) padded with zeros, valid frames (B,)."""
+        ...
+
+    def encode(
+        self, features: FloatArray, lengths: npt.NDArray[np.int64]
+    ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """(B, n_mels, T), (B,) → encoder frames (B, T', D), valid lengths (B,)."""
+        ...
+
+
 class TdtModel:
     """Preprocessor + encoder + decoder_joint of one directory.
 
@@ -254,6 +294,10 @@ class TdtModel:
         self.durations = list(durations)
         self.chunk_size = 0
         self.chunk_shift = 0
+
+    @property
+    def joint_batch_dependent(self) -> bool:
+        return self.decoder_joint.batch_dependent
 
     def encode(
         self, features: FloatArray, lengths: npt.NDArray[np.int64]
@@ -425,7 +469,7 @@ class TdtRecognizer:
 
     def __init__(
         self,
-        model: TdtModel,
+        model: OfflineTransducer,
         symbols: SymbolTable,
         vad: SileroVad,
         *,
@@ -514,7 +558,7 @@ class TdtRecognizer:
         groups: dict[tuple[float, int], list[int]] = {}
         for row, i in enumerate(keep):
             groups.setdefault(self._search_key(configs[i]), []).append(row)
-        per_row = m.decoder_joint.batch_dependent
+        per_row = m.joint_batch_dependent
         for key, rows in groups.items():
             search = self._searches[key]
             batches = [[r] for r in rows] if per_row else [rows]
