@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from asrserve.errors import AsrServeError
 
@@ -103,10 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     from asrserve import __version__
 
     parser.add_argument("--version", action="version", version=f"asrserve {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from asrserve.settings import LayeredParser
+
+    # LayeredParser: ``serve`` takes its defaults from the environment and --config
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, parser_class=LayeredParser),
+    )
 
     t = sub.add_parser("transcribe", help="transcribe audio files offline")
-    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format ffmpeg reads)")
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG …)")
     _add_model_args(t)
     t.add_argument(
         "--format",
@@ -135,7 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize(sub)
     add_bulk(sub)
 
-    sv = sub.add_parser("serve", help="serve streaming recognition over WebSocket")
+    sv = sub.add_parser(
+        "serve",
+        help="serve streaming recognition over WebSocket",
+        description="Serve streaming recognition (WebSocket, HTTP, the browser page) on one "
+        "port. Every option can also come from an environment variable ASRSERVE_<OPTION> "
+        "(--max-connections: ASRSERVE_MAX_CONNECTIONS; flags: 1/0, true/false, yes/no; "
+        "repeatable options: comma-separated) or from a TOML file (--config), whose keys are "
+        "the option names; a flag beats the environment, which beats the file.",
+    )
+    assert isinstance(sv, LayeredParser)
+    sv.layered = True
     _add_model_args(sv)
     _add_server_args(sv)
 
@@ -169,8 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
     from asrserve.config import ServerConfig
+    from asrserve.logs import FORMATS, LEVELS
 
     d = ServerConfig()
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML file of serve options, keys as the option names (port = 7000, "
+        "max-connections = 8) (default: $ASRSERVE_CONFIG, else none)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=LEVELS,
+        help="least severe messages logged (asrserve -v: debug)",
+    )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text lines, or one JSON object per line (ts, level, logger, msg, fields)",
+    )
     p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0: all IPv4)")
     p.add_argument("--port", type=int, default=d.port, help="port for HTTP and WebSocket")
     p.add_argument(
@@ -239,6 +275,18 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="largest file POST /v1/audio/transcriptions takes (413 above)",
     )
     p.add_argument(
+        "--upload-workers",
+        type=int,
+        default=d.upload_workers,
+        help="threads transcribing uploads (POST /v1/audio/transcriptions), one upload each",
+    )
+    p.add_argument(
+        "--max-queued-uploads",
+        type=int,
+        default=d.max_queued_uploads,
+        help="uploads waiting for a worker; more get HTTP 429 with Retry-After",
+    )
+    p.add_argument(
         "--max-connections-per-ip", type=int, default=d.max_connections_per_ip, help="0: no limit"
     )
     p.add_argument(
@@ -300,6 +348,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
+    from asrserve.errors import ConfigError
+    from asrserve.logs import configure as configure_logging
     from asrserve.server.app import run_server
 
     config = ServerConfig(
@@ -317,6 +367,8 @@ def run_serve(args: argparse.Namespace) -> int:
         shutdown_timeout_s=args.shutdown_timeout_s,
         max_audio_s=args.max_audio_s,
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
+        upload_workers=args.upload_workers,
+        max_queued_uploads=args.max_queued_uploads,
         max_connections_per_ip=args.max_connections_per_ip,
         max_streams_per_token=args.max_streams_per_token,
         auth_token_file=args.auth_token_file,
@@ -332,11 +384,24 @@ def run_serve(args: argparse.Namespace) -> int:
         rule2=EndpointRule(True, args.rule2_min_trailing_silence, 0.0),
         rule3=EndpointRule(False, 0.0, args.rule3_min_utterance_length),
     )
+    configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     # idle inference threads must not steal the event loop's core: no spinning
     recognizer = _load(args, endpoint=endpoint, spin=False)
-    logging.getLogger("asrserve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(run_server(recognizer, config, check=False))
+    try:
+        asyncio.run(run_server(recognizer, config, check=False, model_name=_model_name(args)))
+    except ConfigError as exc:  # the address cannot be bound, the TLS files do not load …
+        print(f"asrserve serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    """What the server calls its model: a catalog name, a directory's name."""
+    import asrserve
+
+    if args.model is None:
+        return asrserve.DEFAULT_MODEL
+    return Path(args.model).name or str(args.model)
 
 
 def _decoding_config(args: argparse.Namespace) -> Any:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -26,6 +31,7 @@ from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.selfcheck import check_model
 from asrserve.errors import ConfigError
+from asrserve.logs import ACCESS_LOGGER
 from asrserve.server.auth import Quota, TokenStore, fingerprint, presented_token
 from asrserve.server.metrics import Metrics
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
@@ -51,7 +57,8 @@ from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
 from asrserve.server.web import WEB_FILES, web_file
 
 log = logging.getLogger("asrserve.server")
-
+access_log = logging.getLogger(ACCESS_LOGGER)
+"""One line per HTTP request and per WebSocket session (see :class:`_Access`)."""
 
 
 class _ClientErrorsAsInfo(logging.Filter):
@@ -90,6 +97,13 @@ class _Socket:
         self._transport = transport
         self.closed = asyncio.Event()
         """Set once the receiving side saw the connection end."""
+        self.sent_close: int | None = None
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the closing handshake: the one this server sent, else
+        the client's; None when the connection just dropped."""
+        return self.sent_close if self.sent_close is not None else self._ws.close_code
 
     def abort(self) -> None:
         """Drop the connection now, without a closing handshake (a client that
@@ -113,6 +127,8 @@ class _Socket:
             raise _ClosedError from exc
 
     async def close(self, code: int, reason: str) -> None:
+        if self.sent_close is None and self._ws.close_code is None:
+            self.sent_close = code
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.close(code=code, message=reason.encode()[:120])
 
@@ -150,6 +166,100 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+@dataclass
+class _Access:
+    """What one request's access line says; a WebSocket session fills in the rest."""
+
+    client: str
+    method: str
+    route: str  # the path only: a query may hold a token
+    token: str  # fingerprint of the presented token, or "-"
+    websocket: bool = False
+    dialect: str = "-"
+    audio_s: float = 0.0
+    segments: int = 0
+    close_code: int | None = None
+    error: str = "-"
+
+    def log(self, status: int, duration_s: float) -> None:
+        if status >= 400 and self.error == "-":
+            with contextlib.suppress(ValueError):
+                self.error = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+        fields: dict[str, object]
+        if self.websocket:
+            fields = {
+                "client": self.client,
+                "route": self.route,
+                "dialect": self.dialect,
+                "token": self.token,
+                "audio_s": round(self.audio_s, 3),
+                "segments": self.segments,
+                "duration_s": round(duration_s, 3),
+                "close_code": self.close_code,
+                "error": self.error,
+            }
+            access_log.info("websocket session", extra={"fields": fields})
+        else:
+            fields = {
+                "client": self.client,
+                "method": self.method,
+                "route": self.route,
+                "status": status,
+                "token": self.token,
+                "duration_s": round(duration_s, 3),
+                "error": self.error,
+            }
+            access_log.info("http request", extra={"fields": fields})
+
+
+_ACCESS: ContextVar[_Access | None] = ContextVar("asrserve_access", default=None)
+"""The access record of the request the current task handles (set by the
+access middleware; handlers add what they know)."""
+
+
+def model_summary(recognizer: Recognizer) -> tuple[str, str]:
+    """The family and precision of a loaded model, for the startup line.
+
+    Precision is read from the names of the graph files the model holds
+    (``*.int8.onnx``, an ``int8-dynamic/`` folder …): one word when all
+    agree, else ``mixed (encoder int8, decoder fp32 …)``; ``unknown`` when
+    the model names no files."""
+    model = recognizer.model
+    family = str(getattr(type(model), "family", "") or type(model).__name__)
+    precisions: dict[str, str] = {}
+    for role, value in vars(model).items():
+        path = getattr(value, "path", None)
+        if isinstance(path, str | Path) and callable(getattr(value, "run", None)):
+            precisions[role.lstrip("_")] = _precision_of(Path(path))
+    kinds = sorted(set(precisions.values()))
+    if not kinds:
+        return family, "unknown"
+    if len(kinds) == 1:
+        return family, kinds[0]
+    return family, "mixed (" + ", ".join(f"{r} {p}" for r, p in precisions.items()) + ")"
+
+
+def _precision_of(path: Path) -> str:
+    names = [path.name.lower(), path.parent.name.lower()]
+    for word in ("int8", "fp16"):
+        if any(f".{word}." in n or n.startswith(word) or f"_{word}" in n for n in names):
+            return word
+    return "fp32"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """One line for an address that cannot be bound (in use, not ours …)."""
+    if isinstance(exc, socket.gaierror) or not (isinstance(exc.errno, int) and exc.errno > 0):
+        reason = exc.strerror or str(exc)
+    else:
+        reason = os.strerror(exc.errno)
+    return ConfigError(f"cannot listen on {_url_host(host)}:{port}: {reason}")
+
+
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
@@ -162,6 +272,8 @@ class _Connection:
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
         self.lane: _Lane | None = None
         self.audio_s = 0.0  # audio received, in seconds
+        self.finals = 0  # final results sent
+        self.error = "-"  # the last error code the client was told (access line)
 
 
 class _Lane:
@@ -211,7 +323,17 @@ class AsrServer:
         self._per_ip = Quota(c.max_connections_per_ip)
         self._per_token = Quota(c.max_streams_per_token)
         self._ssl = _ssl_context(c)
-        self._uploads = ThreadPoolExecutor(c.decode_threads, thread_name_prefix="asrserve-upload")
+        self._uploads = ThreadPoolExecutor(c.upload_workers, thread_name_prefix="asrserve-upload")
+        # uploads count as connections: beside the streams, and per client address
+        self._transcriptions = TranscriptionsRoute(
+            recognizer,
+            self._uploads,
+            c,
+            model_name,
+            per_ip=self._per_ip,
+            streams=lambda: len(self._open),
+            refused=self._count_error,
+        )
 
     # --- lifecycle ----------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
@@ -219,12 +341,48 @@ class AsrServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
-        transcriptions = TranscriptionsRoute(
-            self.recognizer, self._uploads, self.config.max_upload_bytes, self.model_name
-        )
-        app.router.add_post("/v1/audio/transcriptions", transcriptions.handle)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions.handle)
         app.router.add_get("/v1/realtime", self._realtime)
         app.router.add_get("/{tail:.*}", self._websocket_or_page)
+
+    @web.middleware
+    async def _access(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """One access line per request, written when it ends (for a WebSocket:
+        when its session ends). Never the token or the query: a fingerprint."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        token = presented_token(request.headers, request.query)
+        info = _Access(
+            client=request.remote or "?",
+            method=request.method,
+            route=request.path,
+            token=fingerprint(token) if token else "-",
+        )
+        _ACCESS.set(info)
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            if info.error == "-":
+                info.error = "cancelled"
+            raise
+        finally:
+            info.log(status, loop.time() - started)
+
+    def _count_error(self, code: str, conn: _Connection | None = None) -> None:
+        """Count an error in the metrics and name it in the access line."""
+        self.metrics.count_error(code)
+        if conn is not None:
+            conn.error = code
+        else:
+            info = _ACCESS.get()
+            if info is not None:
+                info.error = code
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -233,7 +391,7 @@ class AsrServer:
         origin = request.headers.get("Origin")
         allowed = self.config.allowed_origins
         if origin and allowed and origin not in allowed:
-            self.metrics.count_error("forbidden_origin")
+            self._count_error("forbidden_origin")
             return _refuse(request, HTTPStatus.FORBIDDEN, f"origin {origin!r} is not allowed")
         public = not _wants_upgrade(request) and (
             request.path in _PUBLIC or request.path.startswith("/web/")
@@ -241,8 +399,8 @@ class AsrServer:
         if self.tokens is not None and not public:
             token = presented_token(request.headers, request.query)
             if not self.tokens.check(token):
-                self.metrics.count_error("unauthorized")
-                log.info(
+                self._count_error("unauthorized")
+                log.debug(
                     "refused %s %s from %s: %s",
                     request.method,
                     request.path,
@@ -256,18 +414,57 @@ class AsrServer:
 
     async def start(self) -> None:
         c = self.config
-        app = web.Application(middlewares=[self._guard])
+        app = web.Application(middlewares=[self._access, self._guard])
         self._routes(app)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=http_log
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            for lane in self._lanes:
+                lane.executor.shutdown(wait=False)
+            self._uploads.shutdown(wait=False)
+            raise _listen_error(c.host, c.port, exc) from None
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._decode_loop(lane))
-        scheme = "wss" if self._ssl else "ws"
-        log.info("listening on %s://%s:%d", scheme, c.host, self.port)
+        self._log_startup()
+
+    def urls(self) -> list[str]:
+        """``ws(s)://`` and ``http(s)://`` of every address listened on."""
+        assert self._runner is not None
+        s = "s" if self._ssl else ""
+        out = []
+        for address in self._runner.addresses:
+            where = f"{_url_host(str(address[0]))}:{address[1]}"
+            out += [f"ws{s}://{where}", f"http{s}://{where}"]
+        return out
+
+    def _log_startup(self) -> None:
+        """The one INFO line that says the server is ready, and where."""
+        c = self.config
+        family, precision = model_summary(self.recognizer)
+        urls = self.urls()
+        host = c.host if c.host not in ("0.0.0.0", "::", "") else "localhost"
+        page = f"http{'s' if self._ssl else ''}://{_url_host(host)}:{self.port}/"
+        log.info(
+            "ready: listening on %s",
+            " ".join(urls),
+            extra={
+                "fields": {
+                    "model": self.model_name,
+                    "family": family,
+                    "precision": precision,
+                    "page": page,
+                    "urls": urls,
+                },
+                "text_skip": ("urls",),  # the text line has them in its message
+            },
+        )
 
     @property
     def port(self) -> int:
@@ -317,7 +514,7 @@ class AsrServer:
         """Readiness: the model is loaded and new streams are taken."""
         if self._stopping:
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-        if len(self._open) >= self.config.max_connections:
+        if len(self._open) + self._transcriptions.active >= self.config.max_connections:
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "full\n")
         return _text(HTTPStatus.OK, "ready\n")
 
@@ -334,9 +531,11 @@ class AsrServer:
     def _refusal(self) -> web.Response | None:
         """Why a new stream cannot start now, as the HTTP answer to its upgrade."""
         if self._stopping:
+            self._note("shutting_down")
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "server is shutting down\n")
-        if len(self._open) >= self.config.max_connections:
+        if len(self._open) + self._transcriptions.active >= self.config.max_connections:
             self.metrics.rejected_total += 1
+            self._note("full")
             n = self.config.max_connections
             return _text(
                 HTTPStatus.SERVICE_UNAVAILABLE, f"server is full: {n} of {n} streams active\n"
@@ -344,16 +543,23 @@ class AsrServer:
         return None
 
     async def _websocket_or_page(self, request: web.Request) -> web.StreamResponse:
+        """WebSocket upgrades (any path), the browser page and its assets;
+        any other plain GET is 404."""
         if not _wants_upgrade(request):
             if request.path in WEB_FILES:
                 body, content_type = web_file(request.path)
                 return web.Response(
                     body=body, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
                 )
-            resp = _text(HTTPStatus.UPGRADE_REQUIRED, "a WebSocket endpoint: connect with ws://\n")
-            resp.headers["Upgrade"] = "websocket"
-            return resp
+            return _text(HTTPStatus.NOT_FOUND, f"no such page: {request.path}\n")
         return await self._stream(request, None)
+
+    @staticmethod
+    def _note(code: str) -> None:
+        """Name an error in the current request's access line (no metric)."""
+        info = _ACCESS.get()
+        if info is not None:
+            info.error = code
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
         """OpenAI Realtime transcription sessions (see :mod:`realtime`)."""
@@ -381,12 +587,12 @@ class AsrServer:
             else ""
         )
         if self._per_ip.full(address):
-            self.metrics.count_error("limit")
+            self._count_error("limit")
             n = self._per_ip.limit
             msg = f"too many connections from {address}: the limit is {n}\n"
             return _text(HTTPStatus.TOO_MANY_REQUESTS, msg)
         if token and self._per_token.full(token):
-            self.metrics.count_error("limit")
+            self._count_error("limit")
             n = self._per_token.limit
             return _text(HTTPStatus.TOO_MANY_REQUESTS, f"too many streams for this token: {n}\n")
         ws = web.WebSocketResponse(
@@ -394,9 +600,12 @@ class AsrServer:
         )
         self._per_ip.acquire(address)
         self._per_token.acquire(token)
+        access = _ACCESS.get()
         try:
             await ws.prepare(request)
-            await self._handle(_Socket(ws, request.transport), session)
+            if access is not None:
+                access.websocket = True
+            await self._handle(_Socket(ws, request.transport), session, access)
         finally:
             self._per_ip.release(address)
             self._per_token.release(token)
@@ -412,7 +621,12 @@ class AsrServer:
             log.error("auth: keeping the previous tokens: %s", exc)
 
     # --- one connection -------------------------------------------------------
-    async def _handle(self, ws: _Socket, session: Session | RealtimeSession | None = None) -> None:
+    async def _handle(
+        self,
+        ws: _Socket,
+        session: Session | RealtimeSession | None = None,
+        access: _Access | None = None,
+    ) -> None:
         if session is None:
             session = Session(self.defaults, self.recognizer.feature_config.sample_rate)
         conn = _Connection(ws, session)
@@ -444,6 +658,13 @@ class AsrServer:
                 conn.lane.streams -= 1
             self._open.discard(conn)
             self.metrics.active_streams = len(self._open)
+            if access is not None:
+                known = session.dialect is not Dialect.UNKNOWN
+                access.dialect = session.dialect.value if known else "-"
+                access.audio_s = conn.audio_s
+                access.segments = conn.finals
+                access.close_code = ws.close_code
+                access.error = conn.error
 
     async def _receive_loop(self, conn: _Connection) -> None:
         c = self.config
@@ -478,7 +699,7 @@ class AsrServer:
     async def _end_on_limit(self, conn: _Connection, reason: str) -> None:
         if conn.end_code is not None:
             return
-        self.metrics.count_error("limit")
+        self._count_error("limit", conn)
         conn.end_code = (CLOSE_POLICY, reason)
         if conn.session.dialect is not Dialect.SHERPA:
             await conn.outbox.put(conn.session.error_message("limit", f"{reason}; input ended"))
@@ -498,7 +719,7 @@ class AsrServer:
             conn.lane.scheduler.add(conn.slot)
         elif isinstance(cmd, Send | Close):
             if isinstance(cmd, SendError):
-                self.metrics.count_error(cmd.code)
+                self._count_error(cmd.code, conn)
             await conn.outbox.put(cmd)
             return
         elif conn.slot is not None:
@@ -587,7 +808,7 @@ class AsrServer:
                 cmds = session.error(o.error)
                 for cmd in cmds:
                     if isinstance(cmd, SendError):
-                        self.metrics.count_error(cmd.code)
+                        self._count_error(cmd.code, conn)
                 if o.fatal:
                     code = CLOSE_UNSUPPORTED if isinstance(o.error, ConfigError) else CLOSE_INTERNAL
                     cmds.append(Close(code, str(o.error)[:120]))
@@ -597,28 +818,37 @@ class AsrServer:
                 cmds = session.result(o.result, o.end_time, final=o.kind == "final", eof=o.last)
             else:
                 cmds = []
+            if o.kind == "final" and any(type(cmd) is Send for cmd in cmds):
+                conn.finals += 1
             for cmd in cmds:
                 if isinstance(cmd, Send | Close):
                     conn.outbox.put_nowait(cmd)
         if conn.outbox.qsize() > self.config.max_pending_messages:
             # the client stopped reading: cut it rather than queue without end
             log.info("dropping a client that reads no results (%d queued)", conn.outbox.qsize())
-            self.metrics.count_error("slow_client")
+            self._count_error("slow_client", conn)
             if conn.slot is not None:
                 conn.slot.abandoned = True
             conn.ws.abort()
 
 
-async def run_server(recognizer: Recognizer, config: ServerConfig, *, check: bool = True) -> None:
+async def run_server(
+    recognizer: Recognizer,
+    config: ServerConfig,
+    *,
+    check: bool = True,
+    model_name: str = "asrserve",
+) -> None:
     """Check the model (unless the caller did), serve until SIGINT/SIGTERM,
-    then shut down gracefully."""
+    then shut down gracefully. A port that cannot be bound raises
+    :class:`ConfigError` with one line."""
     if check:
         check_model(recognizer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AsrServer(recognizer, config) as server:
+    async with AsrServer(recognizer, config, model_name=model_name) as server:
         loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         await stop.wait()
         log.info("shutting down: finishing open streams")

@@ -399,7 +399,7 @@ def test_healthz_and_plain_http(recognizer: asrserve.Recognizer) -> None:
         assert status == 200  # the browser page; WebSocket clients upgrade on the same path
         assert "<html" in text
         status, _ = await asyncio.to_thread(http_get, base + "/anything-else")
-        assert status == 426  # a WebSocket endpoint, not a web page
+        assert status == 404  # no such page (WebSocket clients still upgrade on any path)
 
     serve(recognizer, body)
 
