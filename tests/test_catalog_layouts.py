@@ -183,12 +183,13 @@ def build_nemo_sherpa_int8(entry: CatalogEntry, dest: Path, src: Sources) -> Non
 
 
 def build_nemo_transducer_offline(entry: CatalogEntry, dest: Path, src: Sources) -> None:
-    """HOOK: sherpa-onnx's *offline* NeMo transducer layout (Parakeet TDT v3 int8:
+    """sherpa-onnx's *offline* NeMo transducer export (Parakeet TDT v3 int8:
     ``encoder.int8.onnx``, ``decoder.int8.onnx``, ``joiner.int8.onnx``,
-    ``tokens.txt``). Fill this in once the layout is supported: write the
-    entry's ``files`` under ``dest`` from a fixture with that interface, then
-    drop ``pending`` from its :data:`LAYOUTS` row."""
-    raise NotImplementedError("offline NeMo transducer layout: fixture pending")
+    ``tokens.txt``): ``tests/fixtures/models/nemo-offline-tdt-tiny``, built with
+    that release's file names, I/O and metadata (``EncDecRNNTBPEModel``, 128
+    bins, TDT durations), dynamically quantized like it; tiny and random."""
+    for rel in entry.files.values():
+        _put(src.fixture(f"nemo-offline-tdt-tiny/{rel}"), dest / rel)
 
 
 def build_silero_vad(entry: CatalogEntry, dest: Path, src: Sources) -> None:
@@ -247,7 +248,7 @@ LAYOUTS: tuple[Layout, ...] = (
         "onnx-nemo-transducer-offline",
         ("sherpa-onnx-nemo-parakeet-tdt-0.6b-v3-int8",),
         build_nemo_transducer_offline,
-        pending="offline NeMo transducer layout: fixture pending",
+        family="nemo_offline",
     ),
     Layout("silero-vad-file", ("silero-vad",), build_silero_vad),
     Layout("builtin", (asrserve.DEFAULT_MODEL,), build_builtin, family="lstm"),
@@ -522,6 +523,8 @@ def test_pull_and_transcribe(
     target = check_installed(pub, server, out)
 
     wav = target / "test_wavs" / "0.wav"
+    if pub.entry.family == "nemo_tdt":  # offline behind Silero VAD (its pull: own test)
+        clean_env.setenv("ASRSERVE_VAD_MODEL", str(SILERO))
     code, out, err = run_cli(
         ["transcribe", "--model", name, "--format", "json", "--no-progress", str(wav)], capsys
     )

@@ -46,7 +46,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -250,6 +250,8 @@ class NemoOfflineModel:
 
     ``chunk_size``/``chunk_shift`` exist for the server's metrics (see
     :class:`~asrserve.families.nemo_tdt.TdtModel`)."""
+
+    family: ClassVar[str] = "nemo_offline"
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         meta: Mapping[str, str] = encoder.metadata
