@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from asrserve.errors import AsrServeError
+from asrserve.model_args import add_model_args, load_from_args
 
 log = logging.getLogger("asrserve")
 
@@ -53,50 +54,6 @@ def use_help_formatter(parser: argparse.ArgumentParser) -> None:
                 use_help_formatter(sub)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model directory or catalog name (default: demo)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "fp16", "int8", "int8-dynamic", "int8-static"],
-        help="which model files to load; auto: int8 where present, else fp32 "
-        "(int8-dynamic/int8-static: NeMo export folders)",
-    )
-    p.add_argument("--num-threads", type=int, default=1, help="inference threads per model run")
-    p.add_argument(
-        "--provider",
-        default="cpu",
-        choices=["cpu", "cuda", "coreml"],
-        help="onnxruntime execution provider",
-    )
-    p.add_argument(
-        "--decoding",
-        default="greedy",
-        choices=["greedy", "beam"],
-        help="search: greedy, or modified beam search (needed for --hotword)",
-    )
-    p.add_argument("--beam", type=int, default=4, help="active paths of beam search")
-    p.add_argument(
-        "--blank-penalty",
-        type=float,
-        default=0.0,
-        help="subtracted from the blank logit: higher values drop fewer words",
-    )
-    p.add_argument(
-        "--hotword",
-        action="append",
-        default=[],
-        metavar="PHRASE",
-        help="boost a phrase in beam search ('PHRASE :score' sets its own score); repeatable",
-    )
-    p.add_argument(
-        "--hotwords-score",
-        type=float,
-        default=1.5,
-        help="score bonus per token of a --hotword phrase without its own score",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asrserve", description="Streaming speech recognition.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -113,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="transcribe audio files offline")
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG …)")
-    _add_model_args(t)
+    add_model_args(t)
     t.add_argument(
         "--format",
         default="text",
@@ -152,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assert isinstance(sv, LayeredParser)
     sv.layered = True
-    _add_model_args(sv)
+    add_model_args(sv)
     _add_server_args(sv)
 
     h = sub.add_parser(
@@ -386,7 +343,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     # idle inference threads must not steal the event loop's core: no spinning
-    recognizer = _load(args, endpoint=endpoint, spin=False)
+    recognizer = load_from_args(args, endpoint=endpoint, spin=False)
     try:
         asyncio.run(run_server(recognizer, config, check=False, model_name=_model_name(args)))
     except ConfigError as exc:  # the address cannot be bound, the TLS files do not load …
@@ -404,58 +361,7 @@ def _model_name(args: argparse.Namespace) -> str:
     return Path(args.model).name or str(args.model)
 
 
-def _decoding_config(args: argparse.Namespace) -> Any:
-    from asrserve.config import DecodingConfig, normalize_method
-
-    return DecodingConfig(
-        method=normalize_method(args.decoding),
-        beam=args.beam,
-        blank_penalty=args.blank_penalty,
-        hotwords=tuple(args.hotword),
-        hotwords_score=args.hotwords_score,
-    ).validate()
-
-
-DEMO_NOTICE = (
-    "asrserve: note: using the built-in demo model ({name}), trained on synthetic speech only: "
-    "it shows the plumbing works, real speech comes out as nonsense. For a real model: "
-    "`asrserve models list`, `asrserve models pull NAME`, then --model NAME"
-)
-
-
-def warn_if_demo_model(model: str | None) -> None:
-    """One line on stderr when ``model`` means the built-in demo model."""
-    import asrserve
-
-    if model is None or model == asrserve.DEFAULT_MODEL or (
-        Path(model).is_dir()
-        and Path(model).resolve() == asrserve.builtin_model_dir().resolve()
-    ):
-        print(DEMO_NOTICE.format(name=asrserve.DEFAULT_MODEL), file=sys.stderr)
-
-
-def _load(args: argparse.Namespace, **options: Any) -> Any:
-    """The model of the model options, checked (its files must belong together);
-    ``options`` go to :func:`asrserve.load_model`."""
-    import asrserve
-    from asrserve.core.selfcheck import check_model
-
-    warn_if_demo_model(args.model)
-    recognizer = asrserve.load_model(
-        args.model,
-        provider=args.provider,
-        num_threads=args.num_threads,
-        precision=args.precision,
-        decoding=_decoding_config(args),
-        **options,
-    )
-    check_model(recognizer)
-    return recognizer
-
-
-def _render(
-    fmt: str, path: str, result: Any, duration: float, reference: str | None = None
-) -> str:
+def _render(fmt: str, path: str, result: Any, duration: float, reference: str | None = None) -> str:
     from asrserve.subtitles import make_cues, to_srt, to_vtt
 
     if fmt == "json":
@@ -506,7 +412,7 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"asrserve: error: {clash}", file=sys.stderr)
         return EXIT_USAGE
     refs = read_references(args.reference) if args.reference is not None else None
-    recognizer = _load(args)
+    recognizer = load_from_args(args)
     rate = recognizer.feature_config.sample_rate
     failed = 0
     errors = words = scored = 0

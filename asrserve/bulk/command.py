@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import TextIO
 
 from asrserve.bulk.split import SPLIT_MODES, SplitConfig
+from asrserve.model_args import add_model_args, decoding_config, warn_if_demo_model
 
 EXIT_OK, EXIT_FAILED_INPUT = 0, 1
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from asrserve.cli import _add_model_args  # lazy: cli imports this module
-
     p = sub.add_parser(
         "bulk",
         help="transcribe many files into a JSONL file (resumable; process pool or Ray)",
@@ -35,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="INPUT",
         help="a directory, a glob, a list of paths or URIs, or a JSONL manifest",
     )
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument(
         "--out",
         type=Path,
@@ -134,7 +133,6 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
     from asrserve.bulk.manifest import read_inputs
     from asrserve.bulk.runner import run_bulk
     from asrserve.bulk.worker import ModelSpec
-    from asrserve.cli import _decoding_config, warn_if_demo_model
 
     out = out or sys.stdout
     items = read_inputs(args.input)
@@ -145,7 +143,7 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         provider=args.provider,
         num_threads=args.num_threads,
         precision=args.precision,
-        decoding=_decoding_config(args),
+        decoding=decoding_config(args),
     )
     if args.engine == "ray":
         from asrserve.bulk.engines.ray_engine import RayEngine, import_ray

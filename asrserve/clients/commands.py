@@ -14,6 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from asrserve.errors import AsrServeError, ConfigError
+from asrserve.model_args import add_model_args, load_from_args
 
 DEFAULT_URL = "ws://127.0.0.1:6006"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -33,8 +34,6 @@ def _device(value: str) -> int | str:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``client`` and ``mic`` to the subcommands of the ``asrserve`` parser."""
-    from asrserve.cli import _add_model_args  # lazy: cli imports this module
-
     c = sub.add_parser("client", help="stream audio files to an asrserve server")
     c.add_argument("files", nargs="+", metavar="FILE", help="audio files to stream")
     c.add_argument("--url", default=DEFAULT_URL, help="server address")
@@ -93,7 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help="stream to this server instead of a local model (default: a local model)",
     )
-    _add_model_args(m)
+    add_model_args(m)
     m.add_argument(
         "--device",
         type=_device,
@@ -197,6 +196,5 @@ def run_mic(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _load_endpointing(args: argparse.Namespace) -> Any:
     """The model of ``--model`` etc., with endpointing on so results come per utterance."""
     import asrserve
-    from asrserve.cli import _load
 
-    return _load(args, endpoint=asrserve.EndpointConfig(enabled=True))
+    return load_from_args(args, endpoint=asrserve.EndpointConfig(enabled=True))
