@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.errors import AudioFormatError
+from asrserve.errors import AudioFormatError, AudioLimitError
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -84,6 +85,121 @@ def decode_audio_bytes(data: bytes, name: str = "upload") -> tuple[FloatArray, i
         io.BytesIO(data),
         lambda reason: f"cannot decode audio of the uploaded file {name!r}: {reason}",
     )
+
+
+UPLOAD_MIN_RATE = 8000
+"""Lowest sample rate an upload may have: 8 kHz telephony. Below it there is
+no speech band left, and a header saying 1 Hz turns each stored sample into
+a second of audio to decode."""
+UPLOAD_MAX_RATE = 384000
+"""Highest sample rate an upload may have (the top rate of studio audio)."""
+UPLOAD_MAX_CHANNELS = 8
+"""Most channels an upload may have (7.1 surround); every one is read and averaged."""
+_UNKNOWN_FRAMES = 1 << 62
+"""libsndfile's frame count when a container does not say (SF_COUNT_MAX)."""
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """What a container's header says, read before any audio is decoded."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # None: the header does not say
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+def _open_upload(data: bytes, name: str) -> Any:
+    import io
+
+    import soundfile as sf
+
+    try:
+        return sf.SoundFile(io.BytesIO(data))
+    except Exception as exc:  # libsndfile raises several types
+        reason = decode_error_reason(exc)
+        raise AudioFormatError(
+            f"cannot decode audio of the uploaded file {name!r}: {reason}"
+        ) from exc
+
+
+def check_upload_header(data: bytes, name: str, max_audio_s: float) -> UploadHeader:
+    """Read the header of an uploaded file and refuse, before decoding, what
+    the limits do not allow: a sample rate outside
+    [:data:`UPLOAD_MIN_RATE`, :data:`UPLOAD_MAX_RATE`], more than
+    :data:`UPLOAD_MAX_CHANNELS` channels, more than ``max_audio_s`` seconds.
+
+    Raises :class:`AudioFormatError` for a file libsndfile cannot open and
+    :class:`AudioLimitError` for a refused one."""
+    with _open_upload(data, name) as f:
+        frames = int(f.frames)
+        header = UploadHeader(
+            int(f.samplerate), int(f.channels), frames if 0 < frames < _UNKNOWN_FRAMES else None
+        )
+    if not UPLOAD_MIN_RATE <= header.sample_rate <= UPLOAD_MAX_RATE:
+        raise AudioLimitError(
+            f"the uploaded file {name!r} has a sample rate of {header.sample_rate} Hz; "
+            f"this server takes {UPLOAD_MIN_RATE} to {UPLOAD_MAX_RATE} Hz",
+            "unsupported_sample_rate",
+        )
+    if header.channels > UPLOAD_MAX_CHANNELS:
+        raise AudioLimitError(
+            f"the uploaded file {name!r} has {header.channels} channels; "
+            f"this server takes at most {UPLOAD_MAX_CHANNELS}",
+            "too_many_channels",
+        )
+    seconds = header.duration_s
+    if seconds is not None and seconds > max_audio_s:
+        raise AudioLimitError(
+            _too_long(name, max_audio_s, seconds), "audio_too_long", too_large=True
+        )
+    return header
+
+
+def _too_long(name: str, max_audio_s: float, seconds: float | None = None) -> str:
+    held = f"{seconds:.1f} s of audio" if seconds is not None else "more audio than that"
+    return (
+        f"the uploaded file {name!r} holds {held}; this server takes at most "
+        f"{max_audio_s:g} s per upload (--max-audio-s)"
+    )
+
+
+def upload_blocks(
+    data: bytes, name: str, max_audio_s: float, block_s: float = 1.0
+) -> Iterator[tuple[int, FloatArray]]:
+    """Decode an upload block by block: ``(sample_rate, mono float32)`` of
+    ``block_s`` seconds each (the last may be shorter), channels averaged as
+    :func:`read_audio` does. Memory is one block, whatever the file's length;
+    past ``max_audio_s`` seconds it stops with :class:`AudioLimitError` (for
+    containers whose header gives no length, or gives a wrong one). Call
+    :func:`check_upload_header` first."""
+    with _open_upload(data, name) as f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        block = max(1, round(block_s * rate))
+        limit = int(max_audio_s * rate)
+        buf = np.empty((block, channels), dtype=np.float32)
+        total = 0
+        while True:
+            try:
+                got = f.read(block, dtype="float32", always_2d=True, out=buf)
+            except Exception as exc:  # libsndfile raises several types
+                reason = decode_error_reason(exc)
+                raise AudioFormatError(
+                    f"cannot decode audio of the uploaded file {name!r}: {reason}"
+                ) from exc
+            n = len(got)
+            if n == 0:
+                return
+            total += n
+            if total > limit:
+                raise AudioLimitError(
+                    _too_long(name, max_audio_s), "audio_too_long", too_large=True
+                )
+            mono = got.mean(axis=1) if channels > 1 else got[:, 0].copy()
+            yield rate, np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def decode_error_reason(exc: BaseException) -> str:

@@ -172,6 +172,8 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     max_audio_s: float = 3600.0  # audio seconds one session may send
     max_upload_bytes: int = 25 * 1024 * 1024  # POST /v1/audio/transcriptions
+    upload_workers: int = 2  # threads decoding uploads (each one upload at a time)
+    max_queued_uploads: int = 8  # uploads waiting for a worker; more get 429
     max_connections_per_ip: int = 0  # 0: no per-address limit
     max_streams_per_token: int = 0  # 0: no per-token limit
     auth_token_file: str | None = None  # one token per line; None: no auth
@@ -191,6 +193,7 @@ class ServerConfig:
             "max_connections",
             "max_message_bytes",
             "decode_threads",
+            "upload_workers",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -198,6 +201,10 @@ class ServerConfig:
         for name in ("max_connections_per_ip", "max_streams_per_token"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0: no limit), got {getattr(self, name)}")
+        if self.max_queued_uploads < 0:
+            raise ConfigError(
+                f"max_queued_uploads must be >= 0 (0: no queue), got {self.max_queued_uploads}"
+            )
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         if (self.tls_cert is None) != (self.tls_key is None):

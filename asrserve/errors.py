@@ -29,3 +29,14 @@ class ProtocolError(AsrServeError):
 
 class CatalogError(AsrServeError):
     """A catalog entry is unknown, or a download failed or did not verify."""
+
+
+class AudioLimitError(AudioFormatError):
+    """Audio that decodes but is refused by a limit (too long, a sample rate
+    or channel count outside what is served), named by ``code``;
+    ``too_large`` marks a size limit (HTTP 413) rather than a bad value (400)."""
+
+    def __init__(self, message: str, code: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.too_large = too_large

@@ -44,7 +44,7 @@ import numpy.typing as npt
 import asrserve
 from asrserve.audio import load_audio
 from asrserve.families import find_model_files
-from asrserve.families.base import ModelFiles
+from asrserve.families.files import ModelFiles
 from asrserve.features.kaldi_fbank import KaldiFbank
 
 FloatArray = npt.NDArray[np.float32]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 from asrserve.backends.base import BackendOptions
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.backends.ncnn_layers import sherpa_custom_layers
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.families.base import ModelFiles, meta_int, pick_file
+from asrserve.families.base import meta_int
+from asrserve.families.files import ModelFiles
 from asrserve.families.ncnn_base import NCNN_FAMILIES, NCNN_MODEL_TYPES, NcnnTransducer
 
 _FAMILY_MODULES = (
@@ -26,14 +26,6 @@ _FAMILY_MODULES = (
     "asrserve.families.ncnn_zipformer",
 )
 """Modules registering ncnn families; the ones that exist are imported on demand."""
-
-
-def pick_ncnn(model_dir: Path, role: str, precision: str) -> Path:
-    """The ``.param`` of ``role``: int8 encoder/joiner where asked for (``auto``:
-    where present), the plain decoder always (upstream never quantizes it)."""
-    if role == "decoder":
-        precision = "fp32"
-    return pick_file(model_dir, role, precision, ".param")
 
 
 def ncnn_families() -> dict[int, type[NcnnTransducer]]:

@@ -56,7 +56,8 @@ from asrserve.config import FeatureConfig
 from asrserve.decoding.tdt import JointState
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
-from asrserve.families.base import meta_int, pick_file
+from asrserve.families.base import meta_int
+from asrserve.families.files import pick_file
 from asrserve.families.layouts import LoadOptions
 from asrserve.families.nemo_sherpa import onnx_metadata
 from asrserve.families.nemo_tdt import TdtRecognizer

@@ -55,7 +55,8 @@ from asrserve.decoding.rnnt import DecoderStates, RnntGreedySearch
 from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
-from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec, meta_int, pick_file
+from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec, meta_int
+from asrserve.families.files import pick_file
 from asrserve.families.layouts import LoadOptions
 from asrserve.families.nemo_cache import check_cache_dims, encoder_feeds
 from asrserve.features.kaldi_fbank import KaldiFbank

@@ -2,7 +2,7 @@
 
 The result has the layout upstream's ``ncnn2int8`` writes, so both stock
 ncnn and sherpa-ncnn load it (file names ``….ncnn.int8.param/.bin``, as
-:func:`asrserve.families.ncnn_loader.pick_ncnn` expects):
+:func:`asrserve.families.files.pick_ncnn` expects):
 
 - ``InnerProduct`` and ``Convolution`` are quantized statically: ``8=2`` on
   the param line; in the ``.bin`` the weights as an int8-tagged array, then

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.families.base import ModelFiles, find_model_files
+from asrserve.families.files import ModelFiles, find_model_files
 from asrserve.quantize.calibration import CalibrationSet, audio_files, record_feeds
 from asrserve.quantize.evaluation import (
     Comparison,

@@ -4,40 +4,87 @@ The upload is decoded through the same streaming core as every other
 transport (endpointing splits it into segments), in a worker thread; the
 event loop only parses the multipart body. Errors use OpenAI's error body
 ``{"error": {"message", "type", "param", "code"}}``.
+
+No upload can hold the server: the multipart form is read under caps on its
+parts and fields; the container's header is checked (duration, sample rate,
+channels) before any audio is decoded; the audio is decoded, resampled and
+recognized one second at a time (memory does not grow with the file); uploads
+run on ``upload_workers`` threads behind a queue of ``max_queued_uploads``
+(beyond it: 429 and ``Retry-After``) and count as connections, server-wide
+and per client address; and a decode stops within about a second of its
+client going away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
-from collections.abc import Sequence
-from concurrent.futures import Executor
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from asrserve.audio import decode_audio_bytes, resample
-from asrserve.config import EndpointConfig
+from asrserve.audio import check_upload_header, upload_blocks
+from asrserve.config import EndpointConfig, ServerConfig
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.stream import segment_end
-from asrserve.errors import AudioFormatError
+from asrserve.errors import AudioFormatError, AudioLimitError
+from asrserve.server.auth import Quota
 from asrserve.subtitles import make_cues, to_srt, to_vtt, words_with_times
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 _CHUNK_S = 1.0
+"""Seconds of audio per piece fed to the stream (and per block read from an upload)."""
+
+MAX_PARTS = 32
+"""Most parts a multipart form may have (OpenAI's form has under ten)."""
+MAX_FIELD_BYTES = 64 * 1024
+"""Largest text field (a prompt is the longest OpenAI's form has)."""
+FIELDS = frozenset(
+    {
+        "file",
+        "model",
+        "language",
+        "prompt",
+        "response_format",
+        "temperature",
+        "timestamp_granularities[]",
+        "timestamp_granularities",
+        "include[]",
+        "include",
+        "chunking_strategy",
+        "stream",
+    }
+)
+"""The form fields of OpenAI's transcription API; any other is refused."""
+RETRY_AFTER_S = 5
+"""What ``Retry-After`` says when the upload queue or the server is full."""
+_POLL_S = 0.2
+"""How often a waiting handler checks that its client is still connected."""
 
 
 def openai_error(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after: int | None = None,
 ) -> web.Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status)
+    response = web.json_response(body, status=status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @dataclass
@@ -57,13 +104,30 @@ class Transcript:
         return " ".join(s.text for s in self.segments if s.text)
 
 
+class UploadCancelled(Exception):  # noqa: N818 - the client left, not an error of ours
+    """The decode stopped because its client went away."""
+
+
 def transcribe_segments(
     recognizer: Recognizer, samples: npt.NDArray[np.float32], rate: int
 ) -> Transcript:
     """Decode ``samples`` as one stream, a segment per endpoint (sherpa's rules)."""
-    stream = recognizer.create_stream(endpoint=EndpointConfig(enabled=True))
-    out = Transcript(duration=samples.size / rate)
     step = max(1, int(_CHUNK_S * rate))
+    pieces = ((rate, samples[begin : begin + step]) for begin in range(0, samples.size, step))
+    return transcribe_pieces(recognizer, pieces)
+
+
+def transcribe_pieces(
+    recognizer: Recognizer,
+    pieces: Iterable[tuple[int, npt.NDArray[np.float32]]],
+    cancelled: threading.Event | None = None,
+) -> Transcript:
+    """:func:`transcribe_segments` for audio arriving in ``(sample_rate, samples)``
+    pieces (one rate throughout; the stream resamples). Between pieces it
+    raises :class:`UploadCancelled` once ``cancelled`` is set."""
+    stream = recognizer.create_stream(endpoint=EndpointConfig(enabled=True))
+    out = Transcript()
+    received, input_rate = 0, 1  # samples of input audio, at its rate
 
     def advance() -> None:
         while recognizer.decode_streams([stream]):
@@ -73,14 +137,18 @@ def transcribe_segments(
                     out.add(result, segment_end(stream, recognizer.frame_shift_s))
                 recognizer.reset(stream)
 
-    for begin in range(0, samples.size, step):
-        stream.accept_waveform(rate, samples[begin : begin + step])
+    for rate, piece in pieces:
+        if cancelled is not None and cancelled.is_set():
+            raise UploadCancelled
+        stream.accept_waveform(rate, piece)
+        received, input_rate = received + piece.size, rate
         advance()
     stream.input_finished()
     advance()
     last = recognizer.get_result(stream, is_final=True)
     if last.text or not out.segments:
         out.add(last, segment_end(stream, recognizer.frame_shift_s))
+    out.duration = received / input_rate
     return out
 
 
@@ -145,57 +213,140 @@ class TooLarge(Exception):  # noqa: N818 - an HTTP 413, not an error of ours
     pass
 
 
+class FormError(ValueError):
+    """The multipart form is malformed or over a limit (HTTP 400); the message
+    says which."""
+
+
 async def read_upload(request: web.Request, limit: int) -> Upload:
-    """The multipart form: ``file`` bytes (at most ``limit``) and text fields."""
+    """The multipart form: ``file`` bytes (at most ``limit``) and text fields.
+
+    The work per request is bounded: at most :data:`MAX_PARTS` parts, text
+    fields of at most :data:`MAX_FIELD_BYTES`, only OpenAI's field names, one
+    file; the first part over a limit ends the reading with :class:`FormError`,
+    as does a part aiohttp cannot parse (garbage headers)."""
     if request.content_length is not None and request.content_length > limit + 65536:
         raise TooLarge
     if not request.content_type.startswith("multipart/"):
-        raise ValueError(f"Content-Type is {request.content_type or 'missing'!r}")
+        raise FormError(f"Content-Type is {request.content_type or 'missing'!r}")
     try:
-        reader = await request.multipart()
-    except (KeyError, AssertionError) as exc:  # aiohttp's complaints about the headers
-        raise ValueError(f"not a multipart body ({exc!r})") from exc
+        return await _read_parts(request, limit)
+    except FormError:
+        raise
+    except (HttpProcessingError, ValueError, AssertionError, LookupError) as exc:
+        # aiohttp's complaints about a part's headers or the body's framing
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise FormError(f"malformed multipart body: {' '.join(str(reason).split())[:200]}") from exc
+
+
+async def _read_parts(request: web.Request, limit: int) -> Upload:
+    reader = await request.multipart()
     upload = Upload()
     seen_file = False
+    parts = 0
     while (part := await reader.next()) is not None:
+        parts += 1
+        if parts > MAX_PARTS:
+            raise FormError(f"more than {MAX_PARTS} parts")
         if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "file":
+            raise FormError("a nested multipart part")
+        name = part.name
+        if name not in FIELDS:
+            known = ", ".join(sorted(FIELDS))
+            raise FormError(f"unknown field {name!r}; the fields are {known}")
+        encoding = part.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            raise FormError(f"field {name!r} has Content-Encoding {encoding!r}; send it as is")
+        if name == "file":
+            if seen_file:
+                raise FormError("more than one 'file'")
             seen_file = True
             upload.filename = part.filename or "upload"
-            chunks, size = [], 0
-            while chunk := await part.read_chunk(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge
-                chunks.append(chunk)
-            upload.audio = b"".join(chunks)
-        elif part.name:
-            value = (await part.read(decode=True)).decode("utf-8", "replace")
-            upload.fields.setdefault(part.name, []).append(value)
+            upload.audio = await _read_part(part, limit, TooLarge)
+        else:
+            value = await _read_part(
+                part,
+                MAX_FIELD_BYTES,
+                FormError(f"field {name!r} is longer than {MAX_FIELD_BYTES} bytes"),
+            )
+            upload.fields.setdefault(name, []).append(value.decode("utf-8", "replace"))
     if not seen_file:
-        raise ValueError("missing 'file'")
+        raise FormError("missing 'file'")
     return upload
 
 
+async def _read_part(part: BodyPartReader, limit: int, over: Exception | type[Exception]) -> bytes:
+    """A part's raw bytes; ``over`` is raised past ``limit`` bytes."""
+    chunks, size = [], 0
+    while chunk := await part.read_chunk(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise over
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class TranscriptionsRoute:
-    """The route handler; ``executor`` runs the decoding."""
+    """The route handler; ``executor`` (``config.upload_workers`` threads) runs
+    the decoding.
+
+    An upload counts as a connection from its request's start to its answer:
+    against ``config.max_connections`` together with the open streams
+    (``streams()``), and against ``per_ip``, the quota WebSocket streams take
+    from too. ``refused(code)`` names a refusal in the metrics and access line.
+    """
 
     def __init__(
-        self, recognizer: Recognizer, executor: Executor, max_upload_bytes: int, model: str
+        self,
+        recognizer: Recognizer,
+        executor: concurrent.futures.Executor,
+        config: ServerConfig,
+        model: str,
+        *,
+        per_ip: Quota | None = None,
+        streams: Callable[[], int] = lambda: 0,
+        refused: Callable[[str], None] = lambda code: None,
     ) -> None:
         self.recognizer = recognizer
         self.executor = executor
-        self.max_upload_bytes = max_upload_bytes
+        self.config = config
+        self.max_upload_bytes = config.max_upload_bytes
         self.model = model
+        self.per_ip = per_ip or Quota(0)
+        self.streams = streams
+        self.refused = refused
+        self.active = 0
+        """Uploads holding a connection (reading, waiting or decoding)."""
+        self.jobs = 0
+        """Uploads admitted to decoding, running or queued (until their worker stops)."""
 
     async def handle(self, request: web.Request) -> web.Response:
+        c = self.config
+        address = request.remote or "?"
+        if self.streams() + self.active >= c.max_connections:
+            self.refused("full")
+            n = c.max_connections
+            msg = f"server is full: {n} of {n} connections active"
+            return openai_error(503, msg, code="server_full", retry_after=RETRY_AFTER_S)
+        if self.per_ip.full(address):
+            self.refused("limit")
+            msg = f"too many connections from {address}: the limit is {self.per_ip.limit}"
+            return openai_error(429, msg, code="rate_limit_exceeded", retry_after=RETRY_AFTER_S)
+        self.active += 1
+        self.per_ip.acquire(address)
+        try:
+            return await self._handle(request)
+        finally:
+            self.active -= 1
+            self.per_ip.release(address)
+
+    async def _handle(self, request: web.Request) -> web.Response:
         try:
             upload = await read_upload(request, self.max_upload_bytes)
         except TooLarge:
             mb = self.max_upload_bytes / 1e6
             return openai_error(413, f"file too large: the limit is {mb:g} MB", param="file")
-        except (ValueError, AssertionError) as exc:
+        except FormError as exc:
             msg = f"expected multipart/form-data with a 'file' field ({exc})"
             return openai_error(400, msg, param="file")
         fields = upload.fields
@@ -212,11 +363,29 @@ class TranscriptionsRoute:
             msg = f"unsupported timestamp_granularities {bad}; expected segment or word"
             return openai_error(400, msg, param="timestamp_granularities")
         language = (fields.get("language") or ["en"])[0]
-        loop = asyncio.get_running_loop()
+        c = self.config
+        if self.jobs >= c.upload_workers + c.max_queued_uploads:
+            self.refused("queue_full")
+            msg = (
+                f"too many uploads: {self.jobs} being transcribed or waiting "
+                f"(--upload-workers {c.upload_workers}, "
+                f"--max-queued-uploads {c.max_queued_uploads}); retry later"
+            )
+            return openai_error(429, msg, code="rate_limit_exceeded", retry_after=RETRY_AFTER_S)
+        self.jobs += 1
         try:
-            transcript = await loop.run_in_executor(self.executor, self._decode, upload)
+            transcript = await self._transcribe(request, upload)
+        except AudioLimitError as exc:
+            return openai_error(
+                413 if exc.too_large else 400, str(exc), param="file", code=exc.code
+            )
         except AudioFormatError as exc:
             return openai_error(400, str(exc), param="file", code="invalid_audio")
+        except UploadCancelled:
+            self.refused("client_gone")
+            return openai_error(499, "the client closed the connection", code="client_gone")
+        finally:
+            self.jobs -= 1
         if fmt == "text":
             return web.Response(text=transcript.text + "\n")
         if fmt in ("srt", "vtt"):
@@ -228,8 +397,36 @@ class TranscriptionsRoute:
             text=json.dumps({"text": transcript.text}), content_type="application/json"
         )
 
-    def _decode(self, upload: Upload) -> Transcript:
-        samples, rate = decode_audio_bytes(upload.audio, upload.filename)
-        model_rate = self.recognizer.feature_config.sample_rate
-        samples = resample(samples, rate, model_rate)
-        return transcribe_segments(self.recognizer, samples, model_rate)
+    async def _transcribe(self, request: web.Request, upload: Upload) -> Transcript:
+        """Check the header (off the event loop, not in the queue: a refusal is
+        immediate), then decode on the upload pool while watching the client."""
+        loop = asyncio.get_running_loop()
+        max_s = self.config.max_audio_s
+        await loop.run_in_executor(None, check_upload_header, upload.audio, upload.filename, max_s)
+        cancelled = threading.Event()
+        job = self.executor.submit(self._decode, upload, cancelled)
+        waiting = asyncio.wrap_future(job)
+        try:
+            while not waiting.done():
+                await asyncio.wait({waiting}, timeout=_POLL_S)
+                if not waiting.done() and _client_gone(request):
+                    cancelled.set()
+                    job.cancel()  # not started yet: never runs
+                    await asyncio.wait({waiting})  # started: stops at its next piece
+                    if not waiting.cancelled():
+                        waiting.exception()  # retrieved: UploadCancelled, as expected
+                    raise UploadCancelled
+        except asyncio.CancelledError:
+            cancelled.set()
+            job.cancel()
+            raise
+        return waiting.result()
+
+    def _decode(self, upload: Upload, cancelled: threading.Event) -> Transcript:
+        pieces = upload_blocks(upload.audio, upload.filename, self.config.max_audio_s, _CHUNK_S)
+        return transcribe_pieces(self.recognizer, pieces, cancelled)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
