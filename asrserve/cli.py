@@ -250,6 +250,15 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--max-streams-per-token", type=int, default=d.max_streams_per_token, help="0: no limit"
     )
     p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a proxy (address or CIDR, repeatable) whose X-Forwarded-For names the client for "
+        "per-IP limits and logs, read from the right; from other peers the header is ignored "
+        "(default: none)",
+    )
+    p.add_argument(
         "--auth-token-file",
         default=None,
         help="require 'Authorization: Bearer TOKEN' (or ?token=) with a token of this file; "
@@ -328,6 +337,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queued_uploads=args.max_queued_uploads,
         max_connections_per_ip=args.max_connections_per_ip,
         max_streams_per_token=args.max_streams_per_token,
+        trusted_proxies=tuple(args.trusted_proxy),
         auth_token_file=args.auth_token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

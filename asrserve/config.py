@@ -6,6 +6,7 @@ out-of-range option is refused in one place with one clear message.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -176,6 +177,8 @@ class ServerConfig:
     max_queued_uploads: int = 8  # uploads waiting for a worker; more get 429
     max_connections_per_ip: int = 0  # 0: no per-address limit
     max_streams_per_token: int = 0  # 0: no per-token limit
+    # proxies (CIDRs) whose X-Forwarded-For names the client; empty: the TCP peer is the client
+    trusted_proxies: tuple[str, ...] = ()
     auth_token_file: str | None = None  # one token per line; None: no auth
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -207,6 +210,13 @@ class ServerConfig:
             )
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted proxy {cidr!r} is not an IP address or CIDR (10.0.0.0/8, ::1)"
+                ) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         seconds = (

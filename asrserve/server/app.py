@@ -32,7 +32,14 @@ from asrserve.core.recognizer import Recognizer
 from asrserve.core.selfcheck import check_model
 from asrserve.errors import ConfigError
 from asrserve.logs import ACCESS_LOGGER
-from asrserve.server.auth import Quota, TokenStore, fingerprint, presented_token
+from asrserve.server.auth import (
+    Quota,
+    TokenStore,
+    client_address,
+    fingerprint,
+    presented_token,
+    trusted_networks,
+)
 from asrserve.server.metrics import Metrics
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
 from asrserve.server.protocol import (
@@ -322,6 +329,7 @@ class AsrServer:
         self.tokens = TokenStore(c.auth_token_file) if c.auth_token_file else None
         self._per_ip = Quota(c.max_connections_per_ip)
         self._per_token = Quota(c.max_streams_per_token)
+        self._trusted = trusted_networks(c.trusted_proxies)
         self._ssl = _ssl_context(c)
         self._uploads = ThreadPoolExecutor(c.upload_workers, thread_name_prefix="asrserve-upload")
         # uploads count as connections: beside the streams, and per client address
@@ -351,6 +359,13 @@ class AsrServer:
         when its session ends). Never the token or the query: a fingerprint."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if self._trusted:
+            # behind a trusted proxy the client is named by X-Forwarded-For:
+            # from here on request.remote is that client (limits, logs)
+            forwarded = request.headers.getall("X-Forwarded-For", [])
+            client = client_address(request.remote, forwarded, self._trusted)
+            if client != request.remote:
+                request = request.clone(remote=client)
         token = presented_token(request.headers, request.query)
         info = _Access(
             client=request.remote or "?",

@@ -1,0 +1,85 @@
+"""Limits a hostile client meets: per-IP caps behind a trusted proxy, tokens
+revoked while their streams are open, hotwords the model cannot spell,
+unmasked frames, and the cost budget of expensive settings.
+
+Every test runs its own server on an ephemeral loopback port, bounded in
+time (the ``serve`` helper of test_http) and in the number of connections.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+import asrserve
+from asrserve.server.app import AsrServer
+from asrserve.server.auth import client_address, trusted_networks
+from tests.server.test_http import recognizer, serve
+
+__all__ = ["recognizer"]  # the module-scoped fixture, shared with test_http
+
+
+def _xff(value: str) -> dict[str, str]:
+    return {"X-Forwarded-For": value}
+
+
+# --- 1. per-IP caps behind a proxy ------------------------------------------------
+def test_client_address_reads_x_forwarded_for_from_the_right() -> None:
+    proxies = trusted_networks(["127.0.0.1", "10.0.0.0/8"])
+    # the right-most entry not a trusted proxy is the client; what it wrote is ignored
+    assert client_address("127.0.0.1", ["6.6.6.6, 203.0.113.5"], proxies) == "203.0.113.5"
+    assert client_address("127.0.0.1", ["203.0.113.5, 10.1.2.3"], proxies) == "203.0.113.5"
+    assert client_address("127.0.0.1", ["203.0.113.5", "10.1.2.3"], proxies) == "203.0.113.5"
+    assert client_address("127.0.0.1", ["[2001:db8::1]:443"], proxies) == "2001:db8::1"
+    assert client_address("127.0.0.1", [], proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", ["10.0.0.1, 10.0.0.2"], proxies) == "10.0.0.1"
+    # garbage written where a trusted proxy's entry should be: the proxy's own address
+    assert client_address("127.0.0.1", ["nonsense"], proxies) == "127.0.0.1"
+    # an untrusted peer cannot choose its address
+    assert client_address("192.0.2.9", ["203.0.113.5"], proxies) == "192.0.2.9"
+    assert client_address("127.0.0.1", ["203.0.113.5"], ()) == "127.0.0.1"
+
+
+def test_per_ip_cap_counts_forwarded_clients_behind_a_trusted_proxy(
+    recognizer: asrserve.Recognizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with (
+            connect(ws_url, additional_headers=_xff("203.0.113.5")),
+            connect(ws_url, additional_headers=_xff("198.51.100.7")),
+        ):
+            # the same client again (a spoofed left part changes nothing): capped
+            for value in ("203.0.113.5", "6.6.6.6, 203.0.113.5"):
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(ws_url, additional_headers=_xff(value)):
+                        pass
+                assert info.value.response.status_code == 429
+                assert b"too many connections from 203.0.113.5" in info.value.response.body
+
+    with caplog.at_level(logging.INFO, logger="asrserve.access"):
+        serve(recognizer, body, max_connections_per_ip=1, trusted_proxies=("127.0.0.1/32",))
+    clients = {getattr(r, "fields", {}).get("client") for r in caplog.records}
+    assert {"203.0.113.5", "198.51.100.7"} <= clients
+    assert "127.0.0.1" not in clients
+
+
+def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(
+    recognizer: asrserve.Recognizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with connect(ws_url, additional_headers=_xff("203.0.113.5")):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(ws_url, additional_headers=_xff("198.51.100.7")):
+                    pass
+            assert info.value.response.status_code == 429
+            assert b"too many connections from 127.0.0.1" in info.value.response.body
+
+    with caplog.at_level(logging.INFO, logger="asrserve.access"):
+        serve(recognizer, body, max_connections_per_ip=1, trusted_proxies=("10.0.0.0/8",))
+    clients = {getattr(r, "fields", {}).get("client") for r in caplog.records}
+    assert clients == {"127.0.0.1"}
