@@ -281,6 +281,8 @@ class _Connection:
         self.audio_s = 0.0  # audio received, in seconds
         self.finals = 0  # final results sent
         self.error = "-"  # the last error code the client was told (access line)
+        self.token: str | None = None  # the token it came with (auth on): SIGHUP may revoke it
+        self.revoking: asyncio.Task[None] | None = None
 
 
 class _Lane:
@@ -596,11 +598,8 @@ class AsrServer:
             return refusal
         address = request.remote or "?"
         # streams per token count only where tokens are required
-        token = (
-            fingerprint(presented_token(request.headers, request.query) or "")
-            if self.tokens is not None
-            else ""
-        )
+        presented = presented_token(request.headers, request.query)
+        token = fingerprint(presented or "") if self.tokens is not None else ""
         if self._per_ip.full(address):
             self._count_error("limit")
             n = self._per_ip.limit
@@ -620,7 +619,8 @@ class AsrServer:
             await ws.prepare(request)
             if access is not None:
                 access.websocket = True
-            await self._handle(_Socket(ws, request.transport), session, access)
+            socket_ = _Socket(ws, request.transport)
+            await self._handle(socket_, session, access, token=presented if token else None)
         finally:
             self._per_ip.release(address)
             self._per_token.release(token)
@@ -634,6 +634,35 @@ class AsrServer:
             self.tokens.reload()
         except ConfigError as exc:
             log.error("auth: keeping the previous tokens: %s", exc)
+            return
+        revoked = [c for c in self._open if c.token is not None and not self.tokens.check(c.token)]
+        for conn in revoked:
+            self._revoke(conn)
+        if revoked:
+            log.info("auth: closed %d streams whose token was revoked", len(revoked))
+
+    def _revoke(self, conn: _Connection) -> None:
+        """End a stream whose token left the token file: no more input is
+        taken or decoded, an error (not to sherpa clients), close 1008."""
+        if conn.revoking is not None:
+            return
+        self._count_error("token_revoked", conn)
+        conn.session.stop_input()
+        if conn.slot is not None and not conn.slot.done:
+            conn.slot.abandoned = True  # nothing more is decoded for it
+            self._wake(conn)
+        conn.revoking = asyncio.create_task(self._close_revoked(conn))
+
+    async def _close_revoked(self, conn: _Connection) -> None:
+        # straight to the socket, past any queued results: the stream ends now
+        reason = "token revoked"
+        if conn.session.dialect is not Dialect.SHERPA:
+            message = conn.session.error_message(
+                "token_revoked", "the token of this stream was revoked; stream closed"
+            )
+            with contextlib.suppress(_ClosedError):
+                await conn.ws.send(message.data)
+        await conn.ws.close(CLOSE_POLICY, reason)
 
     # --- one connection -------------------------------------------------------
     async def _handle(
@@ -641,10 +670,13 @@ class AsrServer:
         ws: _Socket,
         session: Session | RealtimeSession | None = None,
         access: _Access | None = None,
+        *,
+        token: str | None = None,
     ) -> None:
         if session is None:
             session = Session(self.defaults, self.recognizer.feature_config.sample_rate)
         conn = _Connection(ws, session)
+        conn.token = token
         if isinstance(session, RealtimeSession):
             for cmd in session.opening():
                 await self._apply(conn, cmd)

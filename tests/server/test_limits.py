@@ -8,13 +8,19 @@ time (the ``serve`` helper of test_http) and in the number of connections.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import asrserve
+from asrserve._compat import timeout
 from asrserve.server.app import AsrServer
 from asrserve.server.auth import client_address, trusted_networks
 from tests.server.test_http import recognizer, serve
@@ -83,3 +89,53 @@ def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(
         serve(recognizer, body, max_connections_per_ip=1, trusted_proxies=("10.0.0.0/8",))
     clients = {getattr(r, "fields", {}).get("client") for r in caplog.records}
     assert clients == {"127.0.0.1"}
+
+
+# --- 2. a token revoked by SIGHUP ends its open streams -----------------------------
+async def _drain(ws: Any) -> list[Any]:
+    """Every message until the server closes (bounded by the test's timeout)."""
+    out = []
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            msg = await ws.recv()
+            out.append(json.loads(msg) if isinstance(msg, str) and msg.startswith("{") else msg)
+    return out
+
+
+def test_revoked_token_closes_its_streams_with_1008(
+    recognizer: asrserve.Recognizer, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("kept-token\nrevoked-token\n")
+    second = np.zeros(16000, np.float32).tobytes()
+
+    async def body(server: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with (
+            connect(ws_url + "/?token=revoked-token") as gone,
+            connect(ws_url + "/?token=revoked-token") as gone_sherpa,
+            connect(ws_url + "/?token=kept-token") as kept,
+        ):
+            for ws in (gone, kept):
+                await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                assert json.loads(await ws.recv())["type"] == "ready"
+                await ws.send(second)
+            await gone_sherpa.send(second)  # binary first: the sherpa dialect
+            tokens.write_text("kept-token\n")
+            server.reload_tokens()
+            async with timeout(10):
+                msgs = await _drain(gone)
+                await _drain(gone_sherpa)
+            assert gone.close_code == 1008
+            assert gone.close_reason == "token revoked"
+            errors = [m for m in msgs if isinstance(m, dict) and m["type"] == "error"]
+            assert [e["code"] for e in errors] == ["token_revoked"]
+            assert gone_sherpa.close_code == 1008
+            # the kept token's stream goes on to its end
+            await kept.send(second)
+            await kept.send(json.dumps({"type": "stop"}))
+            kinds = [m["type"] for m in await _drain(kept)]
+            assert kinds[-1] == "eof"
+            assert kept.close_code == 1000
+
+    serve(recognizer, body, auth_token_file=str(tokens))
