@@ -374,11 +374,11 @@ def test_a_flood_of_form_fields_is_refused_fast_and_the_loop_stays_free(
         finally:
             done.set()
             await asyncio.to_thread(prober.join)
+        assert worst < 0.5, f"/healthz took {worst:.2f} s"
         for status, _, reply, took in replies:
+            assert took < 1.0, f"a flood took {took:.2f} s"
             assert status == 400, reply[:200]
             assert "more than 32 parts" in error_of(reply)["message"]
-            assert took < 1.0
-        assert worst < 0.5, f"/healthz took {worst:.2f} s"
 
         b, ct = multipart({"colour": "blue"}, wav)
         status, _, reply, _ = await asyncio.to_thread(timed_post, base, b, ct)
