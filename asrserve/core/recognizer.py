@@ -8,6 +8,8 @@ unstack caches.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +42,7 @@ log = logging.getLogger("asrserve")
 SearchFactory = Callable[[DecodingConfig], Search]
 """Builds the search for one decoding configuration (a family's own search)."""
 _DEFAULT_TAIL_PADDING_S = 0.66
+_GRAPH_CACHE = 16  # hotword graphs kept for reuse (a server checks, then its decode thread builds)
 
 
 class _AudioInput(Protocol):
@@ -156,6 +159,8 @@ class Recognizer:
             )
         self._searches: dict[tuple[Any, ...], Search] = {}
         self._sp: Any = None
+        self._graphs: OrderedDict[tuple[tuple[str, ...], float], ContextGraph] = OrderedDict()
+        self._graphs_lock = threading.Lock()
 
     # --- streams ----------------------------------------------------------
     def create_stream(
@@ -170,7 +175,7 @@ class Recognizer:
         cfg = (decoding or self.decoding).validate()
         phrases = list(hotwords if hotwords is not None else cfg.hotwords)
         search = self._search(cfg)
-        graph = self._context_graph(phrases, cfg.hotwords_score) if phrases else None
+        graph = self.hotword_graph(phrases, cfg.hotwords_score) if phrases else None
         if graph is not None and not search.supports_hotwords:
             raise ConfigError("hotwords need decoding method 'modified_beam' (beam search)")
         state = search.initial(graph)
@@ -359,6 +364,30 @@ class Recognizer:
         if missing:
             raise ConfigError(f"hotword {phrase!r}: pieces not in tokens.txt: {missing}")
         return [i for i in ids if i is not None]
+
+    def check_hotwords(self, phrases: Sequence[str], default_score: float) -> int:
+        """Build the hotword graph of ``phrases`` (or raise :class:`ConfigError`
+        naming the first phrase the model cannot spell) and return its number
+        of token pieces. The graph is kept for the next :meth:`create_stream`
+        with the same phrases, so a server can check a session's hotwords
+        before it answers, off its decode thread, without building them twice."""
+        return self.hotword_graph(phrases, default_score).num_tokens if phrases else 0
+
+    def hotword_graph(self, phrases: Sequence[str], default_score: float) -> ContextGraph:
+        """The context graph of ``phrases`` (the last few are cached; graphs
+        are read-only once built, so streams share them)."""
+        key = (tuple(phrases), default_score)
+        with self._graphs_lock:
+            graph = self._graphs.get(key)
+            if graph is not None:
+                self._graphs.move_to_end(key)
+                return graph
+        graph = self._context_graph(phrases, default_score)
+        with self._graphs_lock:
+            self._graphs[key] = graph
+            while len(self._graphs) > _GRAPH_CACHE:
+                self._graphs.popitem(last=False)
+        return graph
 
     def _context_graph(self, phrases: Sequence[str], default_score: float) -> ContextGraph:
         token_ids: list[list[int]] = []

@@ -32,6 +32,8 @@ class ContextGraph:
     ) -> None:
         self.root = ContextState(-1, 0.0, 0.0, 0.0, False)
         self.root.fail = self.root
+        self.num_tokens = sum(len(tokens) for tokens in phrases)
+        """Token pieces over all phrases (what a server's cost budget counts)."""
         for i, tokens in enumerate(phrases):
             score = scores[i] if i < len(scores) and scores[i] != 0.0 else default_score
             self._add(tokens, score)

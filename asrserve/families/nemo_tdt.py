@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.audio import to_float32
-from asrserve.backends.base import BackendOptions, Session
+from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig, normalize_method
 from asrserve.core.events import Result
 from asrserve.core.recognizer import feed_in_chunks, load_input
@@ -508,6 +508,12 @@ class TdtRecognizer:
             detector, self.feature_config.sample_rate, cfg, (endpoint or self.endpoint).validate()
         )
 
+    def check_hotwords(self, phrases: Sequence[str], default_score: float) -> int:
+        """Refuse hotwords (greedy search only); 0 token pieces otherwise."""
+        if phrases:
+            raise ConfigError("hotwords are not supported by the TDT model (greedy search only)")
+        return 0
+
     def is_ready(self, stream: TdtStream) -> bool:
         """A VAD segment has closed and waits to be decoded."""
         return bool(stream.ready)
@@ -769,18 +775,16 @@ def load_recognizer(
     enc_prec = encoder_path.name.removeprefix(_ENCODER).removesuffix(".onnx").lstrip(".") or "fp32"
     decoder_path = _pick(model_dir, _DECODER, enc_prec, backend.provider)
 
-    from asrserve.backends.onnxruntime import OrtSession
-
     graph = model_dir / f"nemo{n_mels}.onnx"
     if features == "onnx" and not graph.is_file():
         raise ModelLoadError(f"{model_dir}: {graph.name} not found (features='onnx')")
     if features == "nemo_mel" or (features == "auto" and not graph.is_file()):
         preprocess = _nemo_mel_preprocessor(n_mels)
     else:
-        preprocess = _onnx_preprocessor(OrtSession(graph, backend))
+        preprocess = _onnx_preprocessor(open_session(graph, backend))
     model = TdtModel(
-        OrtSession(encoder_path, backend),
-        OrtSession(decoder_path, backend),
+        open_session(encoder_path, backend),
+        open_session(decoder_path, backend),
         preprocess,
         vocab_size=len(symbols),
         blank_id=blank_id,

@@ -334,6 +334,8 @@ class AsrServer:
         self._trusted = trusted_networks(c.trusted_proxies)
         self._ssl = _ssl_context(c)
         self._uploads = ThreadPoolExecutor(c.upload_workers, thread_name_prefix="asrserve-upload")
+        # sessions' hotwords are checked (compiled) here, one at a time, off the loop
+        self._checks = ThreadPoolExecutor(1, thread_name_prefix="asrserve-hotwords")
         # uploads count as connections: beside the streams, and per client address
         self._transcriptions = TranscriptionsRoute(
             recognizer,
@@ -446,6 +448,7 @@ class AsrServer:
             for lane in self._lanes:
                 lane.executor.shutdown(wait=False)
             self._uploads.shutdown(wait=False)
+            self._checks.shutdown(wait=False)
             raise _listen_error(c.host, c.port, exc) from None
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._decode_loop(lane))
@@ -521,6 +524,7 @@ class AsrServer:
                     await lane.task
             lane.executor.shutdown(wait=True)
         self._uploads.shutdown(wait=True)
+        self._checks.shutdown(wait=True)
 
     # --- HTTP ----------------------------------------------------------------
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -735,13 +739,34 @@ class AsrServer:
                 continue
             except _ClosedError:
                 return
-            for cmd in conn.session.receive(frame):
+            cmds = conn.session.receive(frame)
+            if any(isinstance(cmd, Start) for cmd in cmds):
+                cmds = await self._admit(conn, cmds)
+            for cmd in cmds:
                 await self._apply(conn, cmd)
             slot = conn.slot
             while slot is not None and self._backlogged(slot):
                 # backpressure: stop reading until the decoder catches up
                 conn.drained.clear()
                 await conn.drained.wait()
+
+    async def _admit(self, conn: _Connection, cmds: list[Command]) -> list[Command]:
+        """Check what a session's start asks for before it is answered
+        (``ready``): hotwords the model cannot spell are ``bad_config`` naming
+        the phrase. Their graph is built on a thread of its own (1,000
+        hotwords take a while), and kept for the decode thread."""
+        start = next(cmd for cmd in cmds if isinstance(cmd, Start))
+        cfg = start.config
+        if cfg.hotwords:
+            loop = asyncio.get_running_loop()
+            check = self.recognizer.check_hotwords
+            try:
+                await loop.run_in_executor(
+                    self._checks, check, cfg.hotwords, cfg.decoding.hotwords_score
+                )
+            except ConfigError as exc:
+                return conn.session.refuse("bad_config", str(exc))
+        return cmds
 
     async def _end_on_limit(self, conn: _Connection, reason: str) -> None:
         if conn.end_code is not None:

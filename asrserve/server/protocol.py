@@ -33,6 +33,7 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 
 FORMATS = ("f32le", "s16le")
 MAX_SAMPLE = 32768.0
@@ -368,6 +369,16 @@ class Session:
         if self.dialect is Dialect.UNKNOWN:
             self.dialect = Dialect.ASRSERVE
         return [_error("bad_message", message)]
+
+    def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
+        """The server refuses the session its first message started (the
+        transport checked what it asked for): an error (asrserve dialect),
+        then the close."""
+        self.state = State.CLOSED
+        out: list[Command] = []
+        if self.dialect is not Dialect.SHERPA:
+            out.append(_error(code, message))
+        return [*out, Close(close_code, message[:120])]
 
     def stop_input(self) -> None:
         """The server ended the input (a limit was reached)."""

@@ -36,6 +36,7 @@ from asrserve.core.events import Result
 from asrserve.errors import AsrServeError
 from asrserve.server.protocol import (
     CLOSE_NORMAL,
+    CLOSE_UNSUPPORTED,
     Audio,
     Close,
     Command,
@@ -233,6 +234,11 @@ class RealtimeSession:
             out.insert(0, Flush())
         self._buffered = False
         return out
+
+    def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
+        """The server refuses the session it was about to start."""
+        self.state = State.CLOSED
+        return [self._error(code, message), Close(close_code, message[:120])]
 
     def stop_input(self) -> None:
         if self.state is State.STREAMING:

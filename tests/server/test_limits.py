@@ -139,3 +139,34 @@ def test_revoked_token_closes_its_streams_with_1008(
             assert kept.close_code == 1000
 
     serve(recognizer, body, auth_token_file=str(tokens))
+
+
+# --- 3. hotwords the model cannot spell are bad_config before ready ------------------
+def test_hotword_pieces_not_in_tokens_are_bad_config_before_ready(
+    recognizer: asrserve.Recognizer,
+) -> None:
+    beam = {"method": "modified_beam", "beam": 4}
+    words = ["HELLO", "WORLD", "THE", "THERE", "SAID", "TIME"]
+    fine = [f"{a} {b} {c}" for a in words for b in words for c in words][:200] * 5
+
+    async def body(_: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with connect(ws_url) as ws:
+            start = {"type": "start", "decoding": beam, "hotwords": ["HELLO", "中文 X"]}
+            await ws.send(json.dumps(start))
+            msgs = await _drain(ws)
+        assert [m["type"] for m in msgs] == ["error"]
+        assert msgs[0]["code"] == "bad_config"
+        assert "'中文 X'" in msgs[0]["message"]
+        assert ws.close_code == 1003
+        # 1,000 hotwords the model can spell: ready, and a transcript
+        async with connect(ws_url) as ws:
+            await ws.send(json.dumps({"type": "start", "decoding": beam, "hotwords": fine}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(np.zeros(16000, np.float32).tobytes())
+            await ws.send(json.dumps({"type": "stop"}))
+            kinds = [m["type"] for m in await _drain(ws)]
+        assert kinds[-1] == "eof"
+        assert "error" not in kinds
+
+    serve(recognizer, body)
