@@ -250,6 +250,20 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--max-streams-per-token", type=int, default=d.max_streams_per_token, help="0: no limit"
     )
     p.add_argument(
+        "--max-session-cost",
+        type=float,
+        default=d.max_session_cost,
+        help="most one session may cost: its beam (greedy: 1) + its hotwords' token pieces / 100; "
+        "more is bad_config before ready (0: no limit; sessions at the defaults' cost pass)",
+    )
+    p.add_argument(
+        "--max-total-cost",
+        type=float,
+        default=d.max_total_cost,
+        help="most all open sessions may cost together; a session that would pass it gets "
+        "'busy' and close 1013 before ready (0: no limit; sessions at the defaults' cost pass)",
+    )
+    p.add_argument(
         "--trusted-proxy",
         action="append",
         default=[],
@@ -338,6 +352,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections_per_ip=args.max_connections_per_ip,
         max_streams_per_token=args.max_streams_per_token,
         trusted_proxies=tuple(args.trusted_proxy),
+        max_session_cost=args.max_session_cost,
+        max_total_cost=args.max_total_cost,
         auth_token_file=args.auth_token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -179,6 +179,9 @@ class ServerConfig:
     max_streams_per_token: int = 0  # 0: no per-token limit
     # proxies (CIDRs) whose X-Forwarded-For names the client; empty: the TCP peer is the client
     trusted_proxies: tuple[str, ...] = ()
+    # a session's cost: beam (greedy: 1) + hotword token pieces / 100; 0: no limit
+    max_session_cost: float = 100.0
+    max_total_cost: float = 1024.0  # summed over open sessions (sessions at default cost: exempt)
     auth_token_file: str | None = None  # one token per line; None: no auth
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -210,6 +213,10 @@ class ServerConfig:
             )
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        for name in ("max_session_cost", "max_total_cost"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be >= 0 (0: no limit), got {value}")
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)

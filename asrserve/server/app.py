@@ -46,6 +46,7 @@ from asrserve.server.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
     Audio,
     Close,
@@ -58,6 +59,7 @@ from asrserve.server.protocol import (
     SessionConfig,
     Start,
     Stop,
+    session_cost,
 )
 from asrserve.server.realtime import RealtimeSession
 from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
@@ -283,6 +285,7 @@ class _Connection:
         self.error = "-"  # the last error code the client was told (access line)
         self.token: str | None = None  # the token it came with (auth on): SIGHUP may revoke it
         self.revoking: asyncio.Task[None] | None = None
+        self.cost = 0.0  # against --max-total-cost, once its start is admitted
 
 
 class _Lane:
@@ -336,6 +339,10 @@ class AsrServer:
         self._uploads = ThreadPoolExecutor(c.upload_workers, thread_name_prefix="asrserve-upload")
         # sessions' hotwords are checked (compiled) here, one at a time, off the loop
         self._checks = ThreadPoolExecutor(1, thread_name_prefix="asrserve-hotwords")
+        d = self.defaults
+        pieces = recognizer.check_hotwords(d.hotwords, d.decoding.hotwords_score)
+        self._default_cost = session_cost(d.decoding, pieces)
+        """What a session with the server's defaults costs: never refused by the budget."""
         # uploads count as connections: beside the streams, and per client address
         self._transcriptions = TranscriptionsRoute(
             recognizer,
@@ -757,16 +764,42 @@ class AsrServer:
         hotwords take a while), and kept for the decode thread."""
         start = next(cmd for cmd in cmds if isinstance(cmd, Start))
         cfg = start.config
+        pieces = 0
         if cfg.hotwords:
             loop = asyncio.get_running_loop()
             check = self.recognizer.check_hotwords
             try:
-                await loop.run_in_executor(
+                pieces = await loop.run_in_executor(
                     self._checks, check, cfg.hotwords, cfg.decoding.hotwords_score
                 )
             except ConfigError as exc:
                 return conn.session.refuse("bad_config", str(exc))
+        cost = session_cost(cfg.decoding, pieces)
+        refusal = self._over_budget(cost, cfg.decoding.beam, pieces)
+        if refusal is not None:
+            return conn.session.refuse(*refusal)
+        conn.cost = cost  # no await since the budget was checked
         return cmds
+
+    def _over_budget(self, cost: float, beam: int, pieces: int) -> tuple[str, str, int] | None:
+        """Why a session of ``cost`` is refused (code, message, close code), if it
+        is: over --max-session-cost (bad_config), or over what --max-total-cost
+        leaves (busy). Sessions that cost no more than the defaults pass."""
+        c = self.config
+        if cost <= self._default_cost:
+            return None
+        what = f"session cost {cost:g} (beam {beam} + {pieces} hotword pieces / 100)"
+        if c.max_session_cost and cost > c.max_session_cost:
+            msg = f"{what} is over this server's max-session-cost {c.max_session_cost:g}"
+            return "bad_config", msg, CLOSE_UNSUPPORTED
+        used = sum(conn.cost for conn in self._open)
+        if c.max_total_cost and used + cost > c.max_total_cost:
+            msg = (
+                f"server busy: open sessions cost {used:g} of its max-total-cost "
+                f"{c.max_total_cost:g}, this {what}; try again later or ask for less"
+            )
+            return "busy", msg, CLOSE_TRY_AGAIN
+        return None
 
     async def _end_on_limit(self, conn: _Connection, reason: str) -> None:
         if conn.end_code is not None:

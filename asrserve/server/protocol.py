@@ -50,6 +50,15 @@ MAX_HOTWORDS = 1000
 MAX_HOTWORD_CHARS = 200
 
 
+def session_cost(decoding: DecodingConfig, hotword_tokens: int) -> float:
+    """What a session costs against the server's budget: the beam (greedy: 1),
+    the search's work per frame, plus its hotwords' token pieces / 100 (graph
+    memory and compile time). Beam 4 without hotwords costs 4; beam 64 with
+    1,000 three-piece hotwords 94."""
+    width = decoding.beam if normalize_method(decoding.method) == "modified_beam" else 1
+    return width + hotword_tokens / 100.0
+
+
 class Dialect(enum.Enum):
     UNKNOWN = "unknown"
     SHERPA = "sherpa"

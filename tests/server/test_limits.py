@@ -8,6 +8,7 @@ time (the ``serve`` helper of test_http) and in the number of connections.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -170,3 +171,55 @@ def test_hotword_pieces_not_in_tokens_are_bad_config_before_ready(
         assert "error" not in kinds
 
     serve(recognizer, body)
+
+
+# --- 5. the cost budget of expensive settings ------------------------------------------
+def test_expensive_sessions_are_refused_by_the_cost_budget_before_ready(
+    recognizer: asrserve.Recognizer,
+) -> None:
+    words = ["HELLO", "WORLD", "THE", "THERE", "SAID", "TIME"]
+    hotwords = [f"{a} {b} {c}" for a in words for b in words for c in words][:200] * 5
+
+    def start(beam: int, phrases: list[str] | None = None) -> str:
+        decoding = {"method": "modified_beam", "beam": beam}
+        return json.dumps({"type": "start", "decoding": decoding, "hotwords": phrases or []})
+
+    async def first(ws: Any, message: str) -> dict[str, Any]:
+        await ws.send(message)
+        reply: dict[str, Any] = json.loads(await ws.recv())
+        return reply
+
+    async def defaults(_: AsrServer, base: str) -> None:
+        # the default budget refuses beam 64 with 1,000 hotwords, by name
+        async with connect(base.replace("http", "ws")) as ws:
+            reply = await first(ws, start(64, hotwords))
+            await _drain(ws)
+        assert reply["code"] == "bad_config"
+        assert "max-session-cost 100" in reply["message"]
+        assert ws.close_code == 1003
+
+    serve(recognizer, defaults)
+
+    async def total(server: AsrServer, base: str) -> None:
+        ws_url = base.replace("http", "ws")
+        async with connect(ws_url) as a, connect(ws_url) as b:
+            assert (await first(a, start(40)))["type"] == "ready"
+            assert (await first(b, start(40)))["type"] == "ready"
+            async with connect(ws_url) as c:
+                reply = await first(c, start(40))
+                await _drain(c)
+            assert reply["code"] == "busy"
+            assert "max-total-cost 100" in reply["message"]
+            assert c.close_code == 1013
+            # a session at the server's defaults is never refused by the budget
+            async with connect(ws_url) as d:
+                assert (await first(d, json.dumps({"type": "start"})))["type"] == "ready"
+            await a.close()
+            async with timeout(5):  # the server sees a's and d's close a moment later
+                while server.metrics.active_streams > 1:
+                    await asyncio.sleep(0.02)
+            # one expensive session gone: room again
+            async with connect(ws_url) as e:
+                assert (await first(e, start(40)))["type"] == "ready"
+
+    serve(recognizer, total, max_total_cost=100)
