@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asrserve.backends.base import PROVIDERS
 from asrserve.config import DecodingConfig, normalize_method
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--provider",
         default="cpu",
-        choices=["cpu", "cuda", "coreml"],
+        choices=PROVIDERS,
         help="onnxruntime execution provider",
     )
     p.add_argument(

@@ -114,9 +114,9 @@ class SileroVad:
     → ``output`` (B, 1) speech probability, ``stateN``."""
 
     def __init__(self, path: str | Path, options: BackendOptions | None = None) -> None:
-        from asrserve.backends.onnxruntime import OrtSession
+        from asrserve.backends import open_session
 
-        self.session = OrtSession(path, options)
+        self.session = open_session(path, options)
         names_in = {t.name for t in self.session.inputs}
         names_out = [t.name for t in self.session.outputs]
         if names_in != {"input", "state", "sr"} or set(names_out) != {"output", "stateN"}:

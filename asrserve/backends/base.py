@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,11 @@ class TensorInfo:
     shape: tuple[int | None, ...]
 
 
+#: Execution providers a model can be asked to run on (onnxruntime's names
+#: them ``<Name>ExecutionProvider``; ncnn runs on the CPU only).
+PROVIDERS: Final = ("cpu", "cuda", "coreml")
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """Engine options shared by every backend."""
@@ -37,9 +42,15 @@ class BackendOptions:
     def validate(self) -> BackendOptions:
         if self.num_threads < 1:
             raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
-        if self.provider not in ("cpu", "cuda", "coreml"):
-            raise ConfigError(f"unknown provider {self.provider!r}; expected cpu, cuda or coreml")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(
+                f"unknown provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}"
+            )
         return self
+
+    def single_threaded(self) -> BackendOptions:
+        """These options with one inference thread."""
+        return replace(self, num_threads=1)
 
 
 class Session(Protocol):

@@ -9,14 +9,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from asrserve.backends.base import BackendOptions, TensorInfo
+from asrserve.backends.base import PROVIDERS, BackendOptions, TensorInfo
 from asrserve.errors import ModelLoadError
 
-_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
+_PROVIDERS = {p: f"{'CoreML' if p == 'coreml' else p.upper()}ExecutionProvider" for p in PROVIDERS}
 
 
 def _dims(shape: list[object]) -> tuple[int | None, ...]:

@@ -3,10 +3,7 @@ encoder's metadata (ONNX ``model_type``, ncnn ``SherpaMetaData``)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from asrserve.backends.base import BackendOptions
-from asrserve.backends.onnxruntime import OrtSession
+from asrserve.backends import BackendOptions, open_session
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import FAMILIES, TransducerModel
 from asrserve.families.files import ModelFiles
@@ -18,7 +15,7 @@ def load_transducer(files: ModelFiles, options: BackendOptions | None = None) ->
     (ncnn: from its ``SherpaMetaData``)."""
     if files.backend == "ncnn":
         return load_ncnn_transducer(files, options)
-    encoder = OrtSession(files.encoder, options)
+    encoder = open_session(files.encoder, options)
     model_type = encoder.metadata.get("model_type", "")
     if not model_type:
         raise ModelLoadError(
@@ -31,9 +28,6 @@ def load_transducer(files: ModelFiles, options: BackendOptions | None = None) ->
         raise ModelLoadError(
             f"{files.encoder}: unsupported model_type {model_type!r} (known: {known})"
         )
-    # The decoder and joiner run on a few rows per frame: a thread pool costs
-    # more in wake-ups (and steals the core from Python) than it gains.
-    small = replace(options or BackendOptions(), num_threads=1)
-    decoder = OrtSession(files.decoder, small)
-    joiner = OrtSession(files.joiner, small)
+    decoder = open_session(files.decoder, options, small=True)
+    joiner = open_session(files.joiner, options, small=True)
     return cls(encoder, decoder, joiner)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import replace
 
-from asrserve.backends.base import BackendOptions
-from asrserve.backends.ncnn import NcnnSession
+from asrserve.backends import BackendOptions, Session
 from asrserve.backends.ncnn_layers import sherpa_custom_layers
+from asrserve.backends.sessions import open_ncnn
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import meta_int
 from asrserve.families.files import ModelFiles
@@ -36,7 +35,7 @@ def ncnn_families() -> dict[int, type[NcnnTransducer]]:
     return NCNN_FAMILIES
 
 
-def _family(encoder: NcnnSession) -> type[NcnnTransducer]:
+def _family(encoder: Session) -> type[NcnnTransducer]:
     if not encoder.metadata:
         types = "|".join(NCNN_MODEL_TYPES)
         raise ModelLoadError(
@@ -69,12 +68,10 @@ def load_ncnn_transducer(
     fp16 = files.precision != "fp32"
     # sherpa-ncnn registers its custom layers (Zipformer's) on every encoder
     layers = sherpa_custom_layers()
-    encoder = NcnnSession(files.encoder, None, opts, fp16=fp16, custom_layers=layers)
+    encoder = open_ncnn(files.encoder, opts, fp16=fp16, custom_layers=layers)
     cls = _family(encoder)
-    # Decoder and joiner run one row at a time: threads would only add wake-ups.
-    small = replace(opts, num_threads=1)
-    decoder = NcnnSession(files.decoder, None, small, fp16=fp16)
-    joiner = NcnnSession(files.joiner, None, small, fp16=fp16)
+    decoder = open_ncnn(files.decoder, opts, small=True, fp16=fp16)
+    joiner = open_ncnn(files.joiner, opts, small=True, fp16=fp16)
     # Registered families take exactly the three nets (only the base class
     # itself also wants encoder_dim, which each family reads from metadata).
     return cls(encoder, decoder, joiner)  # type: ignore[call-arg]

@@ -44,14 +44,13 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.backends.base import BackendOptions, Session
+from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import FeatureConfig
 from asrserve.decoding.tdt import JointState
 from asrserve.decoding.tokens import SymbolTable
@@ -431,19 +430,16 @@ def _symbols(path: Path, model: NemoOfflineModel) -> SymbolTable:
 def load_model(
     model_dir: Path, precision: str = "auto", backend: BackendOptions | None = None
 ) -> NemoOfflineModel:
-    from asrserve.backends.onnxruntime import OrtSession
-
     d = Path(model_dir)
     if precision in ("int8-dynamic", "int8-static"):
         precision = "int8"
     if precision not in ("auto", "int8", "fp16", "fp32"):
         raise ModelLoadError(f"unknown precision {precision!r}")
     opts = backend or BackendOptions()
-    small = replace(opts, num_threads=1)  # a few rows per call: no pool wake-ups
     return NemoOfflineModel(
-        OrtSession(pick_file(d, "encoder", precision), opts),
-        OrtSession(pick_file(d, "decoder", precision), small),
-        OrtSession(pick_file(d, "joiner", precision), small),
+        open_session(pick_file(d, "encoder", precision), opts),
+        open_session(pick_file(d, "decoder", precision), opts, small=True),
+        open_session(pick_file(d, "joiner", precision), opts, small=True),
     )
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.backends.base import BackendOptions, Session
+from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, FeatureConfig, normalize_method
 from asrserve.core.recognizer import Recognizer
 from asrserve.decoding.nemo_beam import NemoBeamSearch
@@ -339,15 +339,12 @@ def new_features(config: FeatureConfig) -> KaldiFbank:
 def load_model(
     model_dir: Path, precision: str = "auto", backend: BackendOptions | None = None
 ) -> SherpaNemoModel:
-    from asrserve.backends.onnxruntime import OrtSession
-
     d = Path(model_dir)
     opts = backend or BackendOptions()
-    small = replace(opts, num_threads=1)  # a few rows per call: no pool wake-ups
     return SherpaNemoModel(
-        OrtSession(pick_file(d, "encoder", precision), opts),
-        OrtSession(pick_file(d, "decoder", precision), small),
-        OrtSession(pick_file(d, "joiner", precision), small),
+        open_session(pick_file(d, "encoder", precision), opts),
+        open_session(pick_file(d, "decoder", precision), opts, small=True),
+        open_session(pick_file(d, "joiner", precision), opts, small=True),
     )
 
 

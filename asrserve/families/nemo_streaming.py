@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.backends.base import BackendOptions, Session
+from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, normalize_method
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.stream import FeatureSettings
@@ -391,17 +391,14 @@ def _symbols(model_dir: Path, blank_id: int) -> SymbolTable:
 def load_model(
     model_dir: Path, precision: str = "auto", backend: BackendOptions | None = None
 ) -> tuple[NemoStreamingModel, _Config, str]:
-    from asrserve.backends.onnxruntime import OrtSession
-
     d = Path(model_dir)
     opts = backend or BackendOptions()
     cfg = _Config(d / "config.json")
     prec = pick_precision(d, precision, opts.provider)
     enc_file = str(cfg.section("encoder").get("model_file", "encoder_model.onnx"))
     dec_file = str(cfg.section("decoder").get("model_file", "decoder_model.onnx"))
-    encoder = OrtSession(d / prec / enc_file, opts)
-    # the decoder runs a few rows per call: one thread beats a pool's wake-ups
-    decoder = OrtSession(d / prec / dec_file, replace(opts, num_threads=1))
+    encoder = open_session(d / prec / enc_file, opts)
+    decoder = open_session(d / prec / dec_file, opts, small=True)
     return NemoStreamingModel(encoder, decoder, cfg), cfg, prec
 
 
