@@ -40,6 +40,7 @@ from asrserve.server.auth import (
     presented_token,
     trusted_networks,
 )
+from asrserve.server.frames import MaskedWebSocketResponse
 from asrserve.server.metrics import Metrics
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
 from asrserve.server.protocol import (
@@ -620,7 +621,7 @@ class AsrServer:
             self._count_error("limit")
             n = self._per_token.limit
             return _text(HTTPStatus.TOO_MANY_REQUESTS, f"too many streams for this token: {n}\n")
-        ws = web.WebSocketResponse(
+        ws = MaskedWebSocketResponse(
             max_msg_size=self.config.max_message_bytes, heartbeat=_HEARTBEAT_S, compress=False
         )
         self._per_ip.acquire(address)

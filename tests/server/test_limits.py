@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,95 @@ def test_expensive_sessions_are_refused_by_the_cost_budget_before_ready(
                 assert (await first(e, start(40)))["type"] == "ready"
 
     serve(recognizer, total, max_total_cost=100)
+
+
+# --- 4. unmasked client frames: close 1002 ------------------------------------------
+_HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _frame(opcode: int, payload: bytes, mask: bytes | None) -> bytes:
+    assert len(payload) < 126
+    if mask is None:
+        return bytes([0x80 | opcode, len(payload)]) + payload
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def _server_frames(sock: socket.socket, data: bytes = b"") -> list[tuple[int, bytes]]:
+    """Frames the server sends after its 101 (``data``: what was read of it
+    already), until it closes (or 10 s pass)."""
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    frames = []
+    while len(rest) >= 2:
+        opcode, n, at = rest[0] & 0x0F, rest[1] & 0x7F, 2
+        if n >= 126:
+            at = 4 if n == 126 else 10
+            n = int.from_bytes(rest[2:at], "big")
+        frames.append((opcode, rest[at : at + n]))
+        rest = rest[at + n :]
+    return frames
+
+
+def _raw_session(port: int, first: bytes, then: bytes = b"") -> list[tuple[int, bytes]]:
+    """Send ``first``; once the server said ``ready`` (if ``then``), ``then``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        data = b""
+        while then and b'"ready"' not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        sock.sendall(then)
+        return _server_frames(sock, data)
+
+
+def _long_frames(port: int, start: bytes, key: bytes) -> list[tuple[int, bytes]]:
+    """A session whose audio comes in masked frames with 16- and 64-bit lengths."""
+    big = np.zeros(40000, np.float32).tobytes()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_HANDSHAKE + _frame(1, start, key))
+        for payload in (big[:200], big):
+            n = len(payload)
+            size = (
+                bytes([0x80 | 126]) + n.to_bytes(2, "big")
+                if n < 65536
+                else bytes([0x80 | 127]) + n.to_bytes(8, "big")
+            )
+            sock.sendall(bytes([0x82]) + size + key + payload)  # zeros masked by key
+        sock.sendall(_frame(1, json.dumps({"type": "stop"}).encode(), key))
+        return _server_frames(sock)
+
+
+def test_unmasked_client_frames_close_with_1002(recognizer: asrserve.Recognizer) -> None:
+    key = b"\x01\x02\x03\x04"
+    start = json.dumps({"type": "start"}).encode()
+    audio = np.zeros(16, np.float32).tobytes()
+
+    async def body(server: AsrServer, _: str) -> None:
+        # masked: a session; then an unmasked frame: close 1002
+        frames = await asyncio.to_thread(
+            _raw_session, server.port, _HANDSHAKE + _frame(1, start, key), _frame(2, audio, None)
+        )
+        assert json.loads(frames[0][1])["type"] == "ready"
+        assert frames[-1][0] == 8, [(op, p[:80]) for op, p in frames]
+        assert int.from_bytes(frames[-1][1][:2], "big") == 1002
+        # unmasked in the same packet as the upgrade request: no session at all
+        frames = await asyncio.to_thread(
+            _raw_session, server.port, _HANDSHAKE + _frame(1, start, None)
+        )
+        assert [op for op, _ in frames] == [8]
+        assert int.from_bytes(frames[0][1][:2], "big") == 1002
+        # masked frames of every length class pass
+        frames = await asyncio.to_thread(_long_frames, server.port, start, key)
+        kinds = [json.loads(p)["type"] for op, p in frames if op == 1 and p.startswith(b"{")]
+        assert kinds[0] == "ready"
+        assert "error" not in kinds
+        assert frames[-1][0] == 8, [(op, p[:80]) for op, p in frames]
+        assert int.from_bytes(frames[-1][1][:2], "big") == 1000
+
+    serve(recognizer, body)
