@@ -13,10 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from asrserve.errors import AsrServeError
 from asrserve.model_args import add_model_args, load_from_args
+
+if TYPE_CHECKING:
+    from asrserve.core.segments import Segment
 
 log = logging.getLogger("asrserve")
 
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--output-dir", type=Path, default=None, help="write one file per input here")
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    t.add_argument(
+        "--endpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="split each transcript into segments at pauses (sherpa-onnx's endpoint rules, as "
+        "the server and the HTTP API do); json lists them under 'segments', subtitles break "
+        "between them. Parakeet TDT models segment by VAD either way",
+    )
     t.add_argument(
         "--reference",
         type=Path,
@@ -387,9 +398,13 @@ def _model_name(args: argparse.Namespace) -> str:
     return Path(args.model).name or str(args.model)
 
 
-def _render(fmt: str, path: str, result: Any, duration: float, reference: str | None = None) -> str:
-    from asrserve.subtitles import make_cues, to_srt, to_vtt
+def _render(
+    fmt: str, path: str, parts: Sequence[Segment], duration: float, reference: str | None = None
+) -> str:
+    from asrserve.core.segments import joined
+    from asrserve.subtitles import segment_cues, to_srt, to_vtt
 
+    result = joined(parts)
     if fmt == "json":
         obj = {
             "file": path,
@@ -397,14 +412,15 @@ def _render(fmt: str, path: str, result: Any, duration: float, reference: str | 
             "tokens": result.tokens,
             "timestamps": result.timestamps,
             "duration": round(duration, 3),
+            "segments": [seg.to_dict() for seg in parts],
         }
         if reference is not None:
             obj["reference"] = reference
         return json.dumps(obj, ensure_ascii=False) + "\n"
     if fmt == "srt":
-        return to_srt(make_cues(result, duration))
+        return to_srt(segment_cues(parts))
     if fmt == "vtt":
-        return to_vtt(make_cues(result, duration))
+        return to_vtt(segment_cues(parts))
     return f"{result.text}\n"
 
 
@@ -438,7 +454,9 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"asrserve: error: {clash}", file=sys.stderr)
         return EXIT_USAGE
     refs = read_references(args.reference) if args.reference is not None else None
-    recognizer = load_from_args(args)
+    from asrserve.config import EndpointConfig
+
+    recognizer = load_from_args(args, endpoint=EndpointConfig(enabled=args.endpointing))
     rate = recognizer.feature_config.sample_rate
     failed = 0
     errors = words = scored = 0
@@ -469,12 +487,12 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 bar.n = round(done, 1)
                 bar.refresh()
 
-            result = recognizer.transcribe(samples, rate, progress=progress)
+            parts = list(recognizer.transcribe_segments(samples, rate, progress=progress))
         reference = reference_for(refs, path) if refs is not None else None
         if reference is not None:
-            e, n = word_errors(reference, result.text)
+            e, n = word_errors(reference, " ".join(seg.text for seg in parts))
             errors, words, scored = errors + e, words + n, scored + 1
-        text = _render(args.format, path, result, duration, reference)
+        text = _render(args.format, path, parts, duration, reference)
         if args.output_dir is not None:
             (args.output_dir / f"{Path(path).stem}.{ext}").write_text(text, encoding="utf-8")
         elif args.format == "text" and len(args.files) > 1:

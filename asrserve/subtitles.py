@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asrserve.core.events import Result
+from asrserve.core.segments import Segment
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ def make_cues(
     if cur:
         cues.append(Cue(cur[0][1], cur[-1][2], " ".join(w for w, _, _ in cur)))
     return cues
+
+
+def segment_cues(segments: Sequence[Segment]) -> list[Cue]:
+    """Cues of each segment in turn: a cue never spans two segments, so the
+    subtitles break where the transcript's segments (finals) do."""
+    return [cue for seg in segments for cue in make_cues(seg.result, seg.end)]
 
 
 def _ts(seconds: float, sep: str) -> str:

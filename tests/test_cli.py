@@ -26,7 +26,14 @@ def test_json_one_object_per_input_in_order(
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in rows] == [files[0], files[2]]
     for r in rows:
-        assert set(r) == {"file", "text", "tokens", "timestamps", "duration"}
+        assert set(r) == {"file", "text", "tokens", "timestamps", "duration", "segments"}
+        (seg,) = r["segments"]  # endpointing is off by default: one segment
+        assert (seg["text"], seg["tokens"], seg["timestamps"]) == (
+            r["text"],
+            r["tokens"],
+            r["timestamps"],
+        )
+        assert 0 <= seg["start"] < seg["end"] <= r["duration"]
         assert r["text"]
         assert len(r["tokens"]) == len(r["timestamps"])
         assert r["timestamps"] == sorted(r["timestamps"])

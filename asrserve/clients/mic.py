@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from asrserve.clients.sources import AudioSource, MicrophoneSource
 from asrserve.clients.ws_client import Message, stream_to_server
+from asrserve.core.segments import Segment, decode_ready, finish
 
 if TYPE_CHECKING:
     from asrserve.core.recognizer import Recognizer
-    from asrserve.core.stream import Stream
 
 T = TypeVar("T")
 
@@ -81,27 +81,19 @@ async def transcribe_local(
     stream = recognizer.create_stream()
     finals: list[str] = []
 
-    def finish(s: Stream) -> None:
-        text = recognizer.get_result(s, is_final=True).text
-        if text:
-            finals.append(text)
-            display.final(text)
-        else:
-            display.clear()
+    def show(done: list[Segment]) -> None:
+        for seg in done:
+            finals.append(seg.text)
+            display.final(seg.text)
 
     async for rate, samples in source:
         if not samples.size:
             continue
         stream.accept_waveform(rate, samples)
-        recognizer.decode_stream(stream)
-        if recognizer.is_endpoint(stream):
-            finish(stream)
-            recognizer.reset(stream)
-        else:
-            display.partial(recognizer.get_result(stream).text)
-    stream.input_finished()
-    recognizer.decode_stream(stream)
-    finish(stream)
+        show(decode_ready(recognizer, stream))
+        display.partial(recognizer.get_result(stream).text)
+    show(finish(recognizer, stream))
+    display.clear()
     return finals
 
 

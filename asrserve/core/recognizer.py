@@ -26,6 +26,7 @@ from asrserve.config import (
     normalize_method,
 )
 from asrserve.core.events import Result
+from asrserve.core.segments import Segment, segments
 from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
 from asrserve.decoding.beam import ModifiedBeamSearch
 from asrserve.decoding.decoder_cache import DecoderCache
@@ -301,6 +302,33 @@ class Recognizer:
             self.decode_stream(stream)
         self.decode_stream(stream)
         return self.get_result(stream, is_final=True)
+
+    def transcribe_segments(
+        self,
+        audio: str | Path | npt.ArrayLike,
+        sample_rate: int | None = None,
+        *,
+        hotwords: Sequence[str] | None = None,
+        endpoint: EndpointConfig | None = None,
+        chunk_seconds: float = 10.0,
+        progress: Callable[[float, float], None] | None = None,
+    ) -> Iterator[Segment]:
+        """The audio's segments, lazily, each as soon as its endpoint is
+        decoded (``endpoint``: the rules, default the recognizer's; with
+        endpointing off, the whole audio is one segment). The same segments as
+        every transport gives for the same audio: see :mod:`asrserve.core.segments`."""
+        samples, rate = load_input(audio, sample_rate, self.feature_config.sample_rate)
+        stream = self.create_stream(hotwords=hotwords, endpoint=endpoint)
+        step = max(1, int(chunk_seconds * rate))
+        total = samples.size / rate
+
+        def pieces() -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+            for begin in range(0, samples.size, step):
+                yield rate, samples[begin : begin + step]
+                if progress is not None:
+                    progress(min(total, (begin + step) / rate), total)
+
+        yield from segments(self, stream, pieces())
 
     # --- helpers ------------------------------------------------------------
     @staticmethod

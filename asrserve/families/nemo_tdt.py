@@ -48,6 +48,7 @@ from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig, normalize_method
 from asrserve.core.events import Result
 from asrserve.core.recognizer import feed_in_chunks, load_input
+from asrserve.core.segments import Segment, joined
 from asrserve.core.stream import InputRate
 from asrserve.decoding.tdt import JointState, TdtGreedySearch, TdtJoint
 from asrserve.decoding.tokens import SymbolTable
@@ -648,20 +649,21 @@ class TdtRecognizer:
         *,
         chunk_seconds: float = 10.0,
         progress: Callable[[float, float], None] | None = None,
-    ) -> Iterator[Result]:
-        """One final :class:`Result` per VAD segment with speech, lazily, as
-        the audio is consumed ``chunk_seconds`` at a time."""
+    ) -> Iterator[Segment]:
+        """One :class:`~asrserve.core.segments.Segment` per VAD segment with
+        speech, lazily, as the audio is consumed ``chunk_seconds`` at a time."""
         samples, rate = load_input(audio, sample_rate, self._rate)
         stream = self.create_stream(endpoint=replace(self.endpoint, enabled=True))
         index = 0
 
-        def drain() -> Iterator[Result]:
+        def drain() -> Iterator[Segment]:
             nonlocal index
             while self.decode_streams([stream]):
                 (d,) = stream.decoded
                 stream.decoded = []
                 if d.tokens:
-                    yield self._segment_result([d], index, d.start / self._rate, True)
+                    result = self._segment_result([d], index, d.start / self._rate, True)
+                    yield Segment(result, d.end / self._rate)
                     index += 1
 
         for _ in feed_in_chunks(stream, samples, rate, chunk_seconds, progress):
@@ -681,19 +683,10 @@ class TdtRecognizer:
         spaces, tokens and (absolute) timestamps concatenated."""
         if hotwords:
             raise ConfigError("hotwords are not supported by the TDT model (greedy search only)")
-        parts = list(
+        return joined(
             self.transcribe_segments(
                 audio, sample_rate, chunk_seconds=chunk_seconds, progress=progress
             )
-        )
-        return Result(
-            text=" ".join(r.text for r in parts if r.text),
-            tokens=[p for r in parts for p in r.tokens],
-            token_ids=[t for r in parts for t in r.token_ids],
-            timestamps=[s for r in parts for s in r.timestamps],
-            segment=0,
-            start_time=0.0,
-            is_final=True,
         )
 
     # --- helpers ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from asrserve.audio import check_upload_header, upload_blocks
 from asrserve.config import EndpointConfig, ServerConfig
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
+from asrserve.core.segments import segments
 from asrserve.core.stream import segment_end
 from asrserve.errors import AudioFormatError, AudioLimitError
 from asrserve.server.auth import Quota
@@ -129,25 +130,18 @@ def transcribe_pieces(
     out = Transcript()
     received, input_rate = 0, 1  # samples of input audio, at its rate
 
-    def advance() -> None:
-        while recognizer.decode_streams([stream]):
-            if recognizer.is_endpoint(stream):
-                result = recognizer.get_result(stream, is_final=True)
-                if result.text:
-                    out.add(result, segment_end(stream, recognizer.frame_shift_s))
-                recognizer.reset(stream)
+    def counted() -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        nonlocal received, input_rate
+        for rate, piece in pieces:
+            if cancelled is not None and cancelled.is_set():
+                raise UploadCancelled
+            received, input_rate = received + piece.size, rate
+            yield rate, piece
 
-    for rate, piece in pieces:
-        if cancelled is not None and cancelled.is_set():
-            raise UploadCancelled
-        stream.accept_waveform(rate, piece)
-        received, input_rate = received + piece.size, rate
-        advance()
-    stream.input_finished()
-    advance()
-    last = recognizer.get_result(stream, is_final=True)
-    if last.text or not out.segments:
-        out.add(last, segment_end(stream, recognizer.frame_shift_s))
+    for seg in segments(recognizer, stream, counted()):
+        out.add(seg.result, seg.end)
+    if not out.segments:  # nothing heard: one empty segment over the audio
+        out.add(Result(is_final=True), segment_end(stream, recognizer.frame_shift_s))
     out.duration = received / input_rate
     return out
 

@@ -294,7 +294,7 @@ def test_segments_decode_like_onnx_asr_on_the_segment_audio(
     segs = speech_segments(rec.vad, x, rec.vad_config)
     assert len(segs) >= 3
     theirs = onnx_asr.load_model("nemo-conformer-tdt", str(MODEL))
-    results = list(rec.transcribe_segments(x, 16000))
+    results = [seg.result for seg in rec.transcribe_segments(x, 16000)]
     assert len(results) == len(segs)
     for r, (s, e, _) in zip(results, segs, strict=True):
         tokens, stamps = onnx_asr_tokens(theirs, x[s:e])
@@ -419,7 +419,7 @@ def test_server_sends_one_final_per_vad_segment(
     rec = load(endpoint=EndpointConfig(enabled=True))
     pause = np.zeros(16000, np.float32)
     x = np.concatenate([audio[JFK], pause, audio[WAVS[0]], pause, audio[WAVS[1]]])
-    want = [r for r in rec.transcribe_segments(x, 16000) if r.text]
+    want = [s.result for s in rec.transcribe_segments(x, 16000) if s.text]
     assert len(want) >= 4
 
     async def session(url: str) -> list[dict[str, Any]]:
@@ -514,7 +514,7 @@ def test_server_flush_ends_the_open_vad_segment(
     detector = VoiceActivityDetector(rec.vad, rec.vad_config)
     detector.accept_waveform(clip)
     assert detector.in_speech
-    want = [r.tokens for r in rec.transcribe_segments(clip, 16000) if r.text]
+    want = [s.result.tokens for s in rec.transcribe_segments(clip, 16000) if s.text]
     assert len(want) >= 2
 
     async def main() -> list[dict[str, Any]]:

@@ -1,0 +1,148 @@
+"""Where a segment ends, decided once for every transport.
+
+A stream's audio is decoded chunk by chunk, and after **every** chunk the
+endpoint rules are asked whether the segment is over; an endpoint closes it
+(a :class:`Segment`) and the next one starts. Whether the audio arrived in
+10 ms pieces or as a whole file, and whichever transport carried it (the
+Python API, the CLI, the HTTP API, the microphone client, the server), the
+same audio gives the same segments, because each of them calls
+:func:`decode_ready` and :func:`finish` instead of deciding endpoints itself.
+
+The functions work on any recognizer with the streaming methods
+(:class:`Segmenting`): the transducer :class:`~asrserve.core.recognizer.Recognizer`
+and the VAD-segmented offline one alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy.typing as npt
+
+from asrserve.core.events import Result
+from asrserve.core.stream import segment_end
+
+
+class _Stream(Protocol):
+    @property
+    def num_processed_frames(self) -> int: ...
+
+    @property
+    def duration(self) -> float: ...
+
+    def accept_waveform(self, sample_rate: int, samples: npt.ArrayLike) -> None: ...
+
+    def input_finished(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stream)
+S_contra = TypeVar("S_contra", bound=_Stream, contravariant=True)
+
+
+class Segmenting(Protocol[S_contra]):
+    """The recognizer methods segmentation needs."""
+
+    @property
+    def frame_shift_s(self) -> float: ...
+
+    def decode_streams(self, streams: Iterable[S_contra]) -> int: ...
+
+    def is_endpoint(self, stream: S_contra) -> bool: ...
+
+    def get_result(self, stream: S_contra, is_final: bool = False) -> Result: ...
+
+    def reset(self, stream: S_contra) -> None: ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A finished segment: its final result (text, tokens, token timestamps
+    in seconds from the stream's start, ``start_time``) and where it ends (the
+    audio decoded at its endpoint, never past the audio received)."""
+
+    result: Result
+    end: float
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    @property
+    def start(self) -> float:
+        return self.result.start_time
+
+    def to_dict(self) -> dict[str, Any]:
+        """The segment as the CLI's and bulk's JSON carry it."""
+        r = self.result
+        return {
+            "text": r.text,
+            "start": r.start_time,
+            "end": round(self.end, 3),
+            "tokens": r.tokens,
+            "timestamps": r.timestamps,
+        }
+
+
+def close_segment(rec: Segmenting[S], stream: S) -> Segment | None:
+    """End the stream's current segment now (an endpoint, a flush): its final
+    result, or None when it heard nothing; the next segment starts."""
+    result = rec.get_result(stream, is_final=True)
+    end = segment_end(stream, rec.frame_shift_s)
+    rec.reset(stream)
+    return Segment(result, end) if result.text else None
+
+
+def after_chunk(rec: Segmenting[S], stream: S) -> Segment | None:
+    """What one decoded chunk ended: the segment, when the stream is at an
+    endpoint and heard something; ``None`` otherwise (an empty segment at an
+    endpoint restarts silently)."""
+    if not rec.is_endpoint(stream):
+        return None
+    return close_segment(rec, stream)
+
+
+def decode_ready(rec: Segmenting[S], stream: S) -> list[Segment]:
+    """Decode every chunk the stream has ready, one at a time, checking for an
+    endpoint after each; the segments that ended, in order."""
+    done: list[Segment] = []
+    while rec.decode_streams([stream]):
+        seg = after_chunk(rec, stream)
+        if seg is not None:
+            done.append(seg)
+    return done
+
+
+def finish(rec: Segmenting[S], stream: S) -> list[Segment]:
+    """End the input: decode the rest (tail padding included) and close the
+    last segment, if it heard anything."""
+    stream.input_finished()
+    done = decode_ready(rec, stream)
+    last = close_segment(rec, stream)
+    return [*done, last] if last is not None else done
+
+
+def joined(parts: Iterable[Segment]) -> Result:
+    """The whole audio's result from its segments: texts joined by spaces,
+    tokens and (absolute) timestamps concatenated."""
+    results = [s.result for s in parts]
+    return Result(
+        text=" ".join(r.text for r in results if r.text),
+        tokens=[p for r in results for p in r.tokens],
+        token_ids=[t for r in results for t in r.token_ids],
+        timestamps=[t for r in results for t in r.timestamps],
+        is_final=True,
+    )
+
+
+def segments(
+    rec: Segmenting[S], stream: S, pieces: Iterable[tuple[int, npt.ArrayLike]]
+) -> Iterator[Segment]:
+    """Feed ``(sample_rate, samples)`` pieces to ``stream`` and yield each
+    segment as soon as it ends: lazily, so a long file's first segments come
+    before its end is read."""
+    for rate, samples in pieces:
+        stream.accept_waveform(rate, samples)
+        yield from decode_ready(rec, stream)
+    yield from finish(rec, stream)

@@ -1,0 +1,120 @@
+"""How audio is cut never changes a transcript: the core decides every
+segment end (after each decoded chunk), and the Python API, the microphone
+path, the HTTP API's segments and ``asrserve transcribe --format json``
+all take theirs from it.
+
+The reproduction: ``synth-0000.wav`` + 1.3 s of silence + ``synth-0100.wav``
+with sherpa-onnx's default endpoint rules. Before, the mic path gave
+``['EXIT THE PUSE GOS SHELL', 'FTER GUANY']`` in 0.1 s blocks and glued both
+into one segment in 3 s blocks, while the HTTP path gave two segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+import asrserve
+from asrserve.cli import main
+from asrserve.clients.mic import LiveDisplay, transcribe_local
+from asrserve.config import EndpointConfig
+from asrserve.core.segments import Segment
+from asrserve.server.openai_api import transcribe_segments
+from tests.conftest import BUILTIN, read_wav
+
+RATE = 16000
+ENDPOINTING = EndpointConfig(enabled=True)  # sherpa-onnx's default rules
+PIECES_S = (0.01, 0.1, 1.0, 3.0)
+
+Row = tuple[str, float, float, tuple[str, ...]]
+
+
+@pytest.fixture(scope="module")
+def audio() -> npt.NDArray[np.float32]:
+    a, sr = read_wav(BUILTIN / "test_wavs" / "synth-0000.wav")
+    b, _ = read_wav(BUILTIN / "test_wavs" / "synth-0100.wav")
+    assert sr == RATE
+    return np.concatenate([a, np.zeros(int(1.3 * RATE), np.float32), b])
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> asrserve.Recognizer:
+    return asrserve.load_model(BUILTIN, endpoint=ENDPOINTING)
+
+
+def rows(parts: list[Segment]) -> list[Row]:
+    return [(s.text, s.start, round(s.end, 3), tuple(s.result.tokens)) for s in parts]
+
+
+@pytest.fixture(scope="module")
+def want(recognizer: asrserve.Recognizer, audio: npt.NDArray[np.float32]) -> list[Row]:
+    got = rows(list(recognizer.transcribe_segments(audio, RATE, chunk_seconds=100.0)))
+    assert len(got) == 2, got  # the pause is an endpoint
+    return got
+
+
+@pytest.mark.parametrize("piece_s", PIECES_S)
+def test_python_api_in_pieces(
+    recognizer: asrserve.Recognizer,
+    audio: npt.NDArray[np.float32],
+    want: list[Row],
+    piece_s: float,
+) -> None:
+    assert rows(list(recognizer.transcribe_segments(audio, RATE, chunk_seconds=piece_s))) == want
+
+
+class _Blocks:
+    """An audio source in fixed blocks, as the microphone delivers them."""
+
+    def __init__(self, samples: npt.NDArray[np.float32], block_s: float) -> None:
+        self.samples, self.step = samples, max(1, int(block_s * RATE))
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, npt.NDArray[np.float32]]]:
+        for i in range(0, self.samples.size, self.step):
+            yield RATE, self.samples[i : i + self.step]
+
+
+@pytest.mark.parametrize("block_s", PIECES_S)
+def test_mic_path_in_blocks(
+    recognizer: asrserve.Recognizer,
+    audio: npt.NDArray[np.float32],
+    want: list[Row],
+    block_s: float,
+) -> None:
+    source: Any = _Blocks(audio, block_s)
+    finals = asyncio.run(transcribe_local(recognizer, source, LiveDisplay(partials=False)))
+    assert finals == [text for text, *_ in want]
+
+
+def test_http_api_segments(
+    recognizer: asrserve.Recognizer, audio: npt.NDArray[np.float32], want: list[Row]
+) -> None:
+    t = transcribe_segments(recognizer, audio, RATE)
+    got = [
+        (r.text, r.start_time, round(end, 3), tuple(r.tokens))
+        for r, end in zip(t.segments, t.ends, strict=True)
+    ]
+    assert got == want
+
+
+def test_cli_json_segments(
+    audio: npt.NDArray[np.float32],
+    want: list[Row],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wav = tmp_path / "two.wav"
+    sf.write(wav, audio, RATE)
+    assert main(["transcribe", "--endpointing", "--format", "json", str(wav)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in out["segments"]]
+    assert got == want
+    assert out["text"] == " ".join(text for text, *_ in want)
