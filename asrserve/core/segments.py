@@ -85,13 +85,14 @@ class Segment:
         }
 
 
-def close_segment(rec: Segmenting[S], stream: S) -> Segment | None:
-    """End the stream's current segment now (an endpoint, a flush): its final
-    result, or None when it heard nothing; the next segment starts."""
+def close_segment(rec: Segmenting[S], stream: S, *, keep_empty: bool = False) -> Segment | None:
+    """End the stream's current segment now (an endpoint, a flush, input end):
+    its final result, or None when it heard nothing (``keep_empty``: the empty
+    segment too, for a client that asked for a final); the next segment starts."""
     result = rec.get_result(stream, is_final=True)
     end = segment_end(stream, rec.frame_shift_s)
     rec.reset(stream)
-    return Segment(result, end) if result.text else None
+    return Segment(result, end) if result.text or keep_empty else None
 
 
 def after_chunk(rec: Segmenting[S], stream: S) -> Segment | None:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
+from asrserve.core.segments import after_chunk, close_segment
 from asrserve.core.stream import Stream, segment_end
 from asrserve.errors import AsrServeError
 from asrserve.server.metrics import Metrics
@@ -161,19 +162,17 @@ class Scheduler:
         # Rounds: every stream with a ready chunk advances by one per encoder
         # call, until none is left (streams get audio in bursts of a few
         # chunks) or the round cap is reached, so a stream can catch up.
-        # A stream at an endpoint sits out the remaining rounds, so that its
-        # segment ends exactly where a chunk-by-chunk check would end it.
-        touched: set[int] = set()
-        held: set[int] = set()
+        # After each chunk the core decides whether the stream's segment
+        # ended (core.segments.after_chunk), exactly as for any transport.
         # Every per-stream call below goes through _isolated: one stream's
         # failure ends that stream only, never the step of its lane.
+        touched: set[int] = set()
         for _ in range(_MAX_ROUNDS_PER_STEP):
             ready = [
                 s
                 for s in live
                 if s.stream is not None
                 and not s.done
-                and id(s) not in held
                 and self._isolated(s, outcomes, "checking for a chunk", rec.is_ready, s.stream)
             ]
             if not ready:
@@ -181,21 +180,19 @@ class Scheduler:
             for i in range(0, len(ready), self.max_batch_size):
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
             touched.update(id(s) for s in ready)
-            held.update(
-                id(s)
-                for s in ready
-                if s.stream is not None
-                and not s.done
-                and self._isolated(
-                    s, outcomes, "checking for an endpoint", rec.is_endpoint, s.stream
+            for slot in ready:
+                if slot.stream is None or slot.done:
+                    continue
+                seg = self._isolated(
+                    slot, outcomes, "ending a segment", after_chunk, rec, slot.stream
                 )
-            )
+                if seg is not None:
+                    slot.reported_ids = []
+                    outcomes.setdefault(id(slot), []).append(Outcome("final", seg.result, seg.end))
         for slot in live:
             s = slot.stream
             if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
-                report = self._isolated(
-                    slot, outcomes, "building results", self._report, slot, id(slot) in held
-                )
+                report = self._isolated(slot, outcomes, "building results", self._report, slot)
                 outcomes.setdefault(id(slot), []).extend(report or [])
         ready_now = 0
         for slot in live:
@@ -283,36 +280,31 @@ class Scheduler:
         chunk_s = self.recognizer.model.chunk_shift * self.recognizer.frame_shift_s
         self.metrics.observe_batch(len(streams), time.perf_counter() - t0, chunk_s * len(streams))
 
-    def _report(self, slot: StreamSlot, at_endpoint: bool) -> list[Outcome]:
-        """What the slot's client should hear after this step's rounds;
-        ``at_endpoint``: the rounds found the stream at an endpoint (they
-        check every stream after each chunk)."""
+    def _report(self, slot: StreamSlot) -> list[Outcome]:
+        """What the slot's client should hear after this step's rounds
+        besides the finals of its endpoints: the last final and eof at input
+        end, the final a flush asked for, else a partial when the hypothesis
+        changed (building and sending the whole segment's result every chunk
+        is what costs)."""
         rec = self.recognizer
         stream = slot.stream
         if stream is None or slot.done:
             return []
-        end = segment_end(stream, rec.frame_shift_s)
         ready = rec.is_ready(stream)
-        finished = stream.is_finished and not ready
-        flush = slot.flushing and not ready
-        if not (finished or flush or at_endpoint):
-            # A partial only when the hypothesis changed: building and sending
-            # the whole segment's result every chunk is what costs.
-            ids = rec.token_ids(stream)
-            if ids == slot.reported_ids:
-                return []
-            slot.reported_ids = ids
-            return [Outcome("partial", rec.get_result(stream), end)]
-        slot.reported_ids = []
-        result = rec.get_result(stream)
-        if finished:
-            slot.done = True
-            return [
-                Outcome("final", replace(result, is_final=True), end, last=True),
-                Outcome("eof", duration=stream.duration),
-            ]
-        rec.reset(stream)
-        slot.flushing = False
-        if result.text or flush:
-            return [Outcome("final", replace(result, is_final=True), end)]
-        return []
+        if (stream.is_finished or slot.flushing) and not ready:
+            slot.reported_ids = []
+            seg = close_segment(rec, stream, keep_empty=True)
+            assert seg is not None
+            if stream.is_finished:
+                slot.done = True
+                return [
+                    Outcome("final", seg.result, seg.end, last=True),
+                    Outcome("eof", duration=stream.duration),
+                ]
+            slot.flushing = False
+            return [Outcome("final", seg.result, seg.end)]
+        ids = rec.token_ids(stream)
+        if ids == slot.reported_ids:
+            return []
+        slot.reported_ids = ids
+        return [Outcome("partial", rec.get_result(stream), segment_end(stream, rec.frame_shift_s))]
