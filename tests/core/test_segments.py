@@ -118,3 +118,47 @@ def test_cli_json_segments(
     got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in out["segments"]]
     assert got == want
     assert out["text"] == " ".join(text for text, *_ in want)
+
+
+def test_websocket_both_dialects(
+    recognizer: asrserve.Recognizer, audio: npt.NDArray[np.float32], want: list[Row]
+) -> None:
+    """The server's finals: the asrserve dialect carries bounds and tokens, the
+    sherpa dialect (float32 frames, then "Done") text and tokens per segment."""
+    from websockets.asyncio.client import connect
+
+    from asrserve.config import ServerConfig
+    from asrserve.server.app import AsrServer
+
+    f32 = audio.astype("<f4").tobytes()
+    piece = int(0.1 * RATE) * 4
+
+    async def asrserve_dialect(url: str) -> list[dict[str, Any]]:
+        async with connect(url) as ws:
+            start = {"type": "start", "sample_rate": RATE, "endpointing": {"enabled": True}}
+            await ws.send(json.dumps(start))
+            for i in range(0, len(f32), piece):
+                await ws.send(f32[i : i + piece])
+            await ws.send('{"type": "stop"}')
+            return [m for m in map(json.loads, [m async for m in ws]) if m["type"] == "final"]
+
+    async def sherpa_dialect(url: str) -> list[dict[str, Any]]:
+        async with connect(url) as ws:
+            for i in range(0, len(f32), piece):
+                await ws.send(f32[i : i + piece])
+            await ws.send("Done")
+            msgs = [json.loads(m) for m in [m async for m in ws] if m != "Done!"]
+        by_segment = {m["segment"]: m for m in msgs}  # the last message of each segment
+        return [by_segment[k] for k in sorted(by_segment) if by_segment[k]["text"]]
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        cfg = ServerConfig(port=0)  # sessions default to the recognizer's endpointing
+        async with AsrServer(recognizer, cfg) as server:
+            url = f"ws://127.0.0.1:{server.port}"
+            return await asrserve_dialect(url), await sherpa_dialect(url)
+
+    ours, sherpa = asyncio.run(asyncio.wait_for(run(), 60))
+    finals = [m for m in ours if m["text"]]
+    got = [(m["text"], m["start"], m["end"], tuple(m["tokens"])) for m in finals]
+    assert got == want
+    assert [(m["text"], tuple(m["tokens"])) for m in sherpa] == [(t, k) for t, _, _, k in want]
