@@ -293,7 +293,14 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--max-pending-messages",
         type=int,
         default=d.max_pending_messages,
-        help="results queued for a client that does not read before it is dropped",
+        help="messages (results and errors) queued for a client that does not read before "
+        "it is dropped",
+    )
+    p.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=d.max_pending_bytes,
+        help="bytes of messages queued for a client that does not read before it is dropped",
     )
     p.add_argument(
         "--isolate-batches",
@@ -370,6 +377,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         allowed_origins=tuple(args.allowed_origin),
         max_pending_messages=args.max_pending_messages,
+        max_pending_bytes=args.max_pending_bytes,
         isolate_batches=args.isolate_batches,
     ).validate()
     endpoint = EndpointConfig(

@@ -186,7 +186,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
-    max_pending_messages: int = 1024  # results queued for a client that is not reading
+    max_pending_messages: int = 1024  # messages queued for a client that is not reading
+    max_pending_bytes: int = 4 << 20  # bytes of them; past either the client is dropped
     isolate_batches: bool = False  # per-stream encoder runs for batch-dependent (int8) models
 
     def validate(self) -> ServerConfig:
@@ -194,6 +195,7 @@ class ServerConfig:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
         positive = (
             "max_pending_messages",
+            "max_pending_bytes",
             "sample_rate",
             "max_batch_size",
             "max_connections",

@@ -270,6 +270,32 @@ def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
     return ConfigError(f"cannot listen on {_url_host(host)}:{port}: {reason}")
 
 
+class _Outbox:
+    """A connection's outgoing queue, counted in messages and bytes (the
+    server drops a client that lets either grow past its limit)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Send | Close | None] = asyncio.Queue()  # None: client gone
+        self.bytes = 0
+
+    def put_nowait(self, item: Send | Close | None) -> None:
+        if isinstance(item, Send):
+            self.bytes += len(item.data)
+        self._queue.put_nowait(item)
+
+    async def put(self, item: Send | Close | None) -> None:
+        self.put_nowait(item)
+
+    async def get(self) -> Send | Close | None:
+        item = await self._queue.get()
+        if isinstance(item, Send):
+            self.bytes -= len(item.data)
+        return item
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
@@ -277,7 +303,8 @@ class _Connection:
         self.ws = ws
         self.session = session
         self.slot: StreamSlot | None = None
-        self.outbox: asyncio.Queue[Send | Close | None] = asyncio.Queue()  # None: client gone
+        self.outbox = _Outbox()
+        self.dropped = False  # cut for not reading (outbox over its limits)
         self.drained = asyncio.Event()
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
         self.lane: _Lane | None = None
@@ -752,6 +779,8 @@ class AsrServer:
                 cmds = await self._admit(conn, cmds)
             for cmd in cmds:
                 await self._apply(conn, cmd)
+            if conn.dropped:  # cut for not reading: take nothing more from it
+                return
             slot = conn.slot
             while slot is not None and self._backlogged(slot):
                 # backpressure: stop reading until the decoder catches up
@@ -827,6 +856,7 @@ class AsrServer:
             if isinstance(cmd, SendError):
                 self._count_error(cmd.code, conn)
             await conn.outbox.put(cmd)
+            self._check_outbox(conn)
             return
         elif conn.slot is not None:
             if isinstance(cmd, Audio):
@@ -929,13 +959,29 @@ class AsrServer:
             for cmd in cmds:
                 if isinstance(cmd, Send | Close):
                     conn.outbox.put_nowait(cmd)
-        if conn.outbox.qsize() > self.config.max_pending_messages:
-            # the client stopped reading: cut it rather than queue without end
-            log.info("dropping a client that reads no results (%d queued)", conn.outbox.qsize())
-            self._count_error("slow_client", conn)
-            if conn.slot is not None:
-                conn.slot.abandoned = True
-            conn.ws.abort()
+        self._check_outbox(conn)
+
+    def _check_outbox(self, conn: _Connection) -> None:
+        """Drop a client that does not read what it is sent (results, or the
+        errors its own junk earns): past ``max_pending_messages`` queued or
+        ``max_pending_bytes`` of them, rather than queue without end."""
+        c = self.config
+        box = conn.outbox
+        if conn.dropped or (
+            box.qsize() <= c.max_pending_messages and box.bytes <= c.max_pending_bytes
+        ):
+            return
+        conn.dropped = True
+        log.info(
+            "dropping a client that does not read (%d messages, %d bytes queued)",
+            box.qsize(),
+            box.bytes,
+        )
+        self._count_error("slow_client", conn)
+        if conn.slot is not None:
+            conn.slot.abandoned = True
+            self._wake(conn)
+        conn.ws.abort()
 
 
 async def run_server(

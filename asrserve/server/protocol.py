@@ -162,7 +162,7 @@ def _endpoint_from(obj: Any, base: EndpointConfig) -> EndpointConfig:
     for k, v in obj.items():
         ok = isinstance(v, bool) if k == "enabled" else _is_number(v)
         if not ok:
-            raise ConfigError(f"endpointing.{k} has the wrong type: {v!r}")
+            raise ConfigError(f"endpointing.{k} has the wrong type: {echo(v)}")
     r1, r2, r3 = base.rule1, base.rule2, base.rule3
     cfg = EndpointConfig(
         enabled=bool(obj.get("enabled", True)),
@@ -214,7 +214,7 @@ def _decoding_from(obj: Any, base: DecodingConfig) -> DecodingConfig:
         if k in obj:
             v = obj[k]
             if not _is_number(v) or (kind is int and not isinstance(v, int)):
-                raise ConfigError(f"decoding.{k} must be a {kind.__name__}, got {v!r}")
+                raise ConfigError(f"decoding.{k} must be a {kind.__name__}, got {echo(v)}")
             values[k] = kind(v)
     for k, most in (("beam", MAX_BEAM), ("max_symbols_per_frame", MAX_SYMBOLS_PER_FRAME)):
         if values.get(k, 0) > most:
@@ -237,15 +237,15 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
     rate = obj.get("sample_rate", defaults.sample_rate)
     if not isinstance(rate, int) or isinstance(rate, bool) or not _MIN_RATE <= rate <= _MAX_RATE:
         raise ConfigError(
-            f"sample_rate must be an integer in [{_MIN_RATE}, {_MAX_RATE}], got {rate!r}"
+            f"sample_rate must be an integer in [{_MIN_RATE}, {_MAX_RATE}], got {echo(rate)}"
         )
     fmt = obj.get("format", defaults.format)
     if fmt not in FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {echo(fmt)}")
     decoding = _decoding_from(obj.get("decoding", {}), defaults.decoding)
     if "hotwords_score" in obj:
         if not _is_number(obj["hotwords_score"]):
-            raise ConfigError(f"hotwords_score must be a number, got {obj['hotwords_score']!r}")
+            raise ConfigError(f"hotwords_score must be a number, got {echo(obj['hotwords_score'])}")
         decoding = replace(decoding, hotwords_score=float(obj["hotwords_score"])).validate()
     hotwords = obj.get("hotwords", list(defaults.hotwords))
     if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
@@ -262,8 +262,30 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
     return SessionConfig(rate, fmt, decoding, tuple(hotwords), endpoint)
 
 
+ECHO_CHARS = 64
+"""A client's value quoted back in an error is cut to this many characters."""
+MAX_ERROR_CHARS = 1024
+"""An error message is cut to this length: what a client sent is never echoed
+back in full (a reply per frame must not outgrow the frame)."""
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr`` of a client's value for an error message, cut to ``limit``
+    characters (``…`` where cut)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clip(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` cut to ``limit`` characters (``…`` where cut)."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
 def _error(code: str, message: str) -> SendError:
-    return SendError(json.dumps({"type": "error", "code": code, "message": message}), code)
+    body = {"type": "error", "code": code, "message": clip(message)}
+    return SendError(json.dumps(body), code)
 
 
 class Session:
@@ -369,7 +391,7 @@ class Session:
                 self.state = State.STOPPED
                 return [*out, Stop()]
             return [*out, Flush()]
-        return self._reject(f"unknown message type {kind!r}; expected start, flush or stop")
+        return self._reject(f"unknown message type {echo(kind)}; expected start, flush or stop")
 
     def _reject(self, message: str) -> list[Command]:
         if self.dialect is Dialect.SHERPA:

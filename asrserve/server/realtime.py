@@ -37,6 +37,7 @@ from asrserve.errors import AsrServeError
 from asrserve.server.protocol import (
     CLOSE_NORMAL,
     CLOSE_UNSUPPORTED,
+    ECHO_CHARS,
     Audio,
     Close,
     Command,
@@ -47,11 +48,22 @@ from asrserve.server.protocol import (
     SessionConfig,
     Start,
     State,
+    clip,
+    echo,
 )
 
 SAMPLE_RATE = 24000
 _MAX_SILENCE_MS = 3_600_000
 _TRANSCRIPTION = "conversation.item.input_audio_transcription"
+
+
+def _client_event_id(value: Any) -> str | None:
+    """The client's ``event_id`` as an error quotes it: a string, cut to
+    :data:`~asrserve.server.protocol.ECHO_CHARS` characters (``…`` where cut);
+    anything else is not echoed (None)."""
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…"
 
 
 class RealtimeSession:
@@ -80,16 +92,16 @@ class RealtimeSession:
     def _event(self, kind: str, **fields: Any) -> Send:
         return Send(json.dumps({"type": kind, "event_id": f"event_{next(self._events)}", **fields}))
 
-    def _error(self, code: str, message: str, event_id: str | None = None) -> SendError:
+    def _error(self, code: str, message: str, event_id: Any = None) -> SendError:
         body = {
             "type": "error",
             "event_id": f"event_{next(self._events)}",
             "error": {
                 "type": "invalid_request_error",
                 "code": code,
-                "message": message,
+                "message": clip(message),
                 "param": None,
-                "event_id": event_id,
+                "event_id": _client_event_id(event_id),
             },
         }
         return SendError(json.dumps(body), code)
@@ -156,14 +168,14 @@ class RealtimeSession:
             return self._commit(client_id)
         if kind == "input_audio_buffer.clear":
             return self._clear()
-        return [self._error("unknown_event", f"unsupported event type {kind!r}", client_id)]
+        return [self._error("unknown_event", f"unsupported event type {echo(kind)}", client_id)]
 
     def _update(self, session: Any, client_id: Any) -> list[Command]:
         if not isinstance(session, dict):
             return [self._error("invalid_event", "'session' must be an object", client_id)]
         fmt = session.get("input_audio_format", "pcm16")
         if fmt != "pcm16":
-            msg = f"input_audio_format {fmt!r} is not supported; use pcm16 (24 kHz mono)"
+            msg = f"input_audio_format {echo(fmt)} is not supported; use pcm16 (24 kHz mono)"
             return [self._error("unsupported_format", msg, client_id)]
         endpoint = self.config.endpoint
         if "turn_detection" in session:
