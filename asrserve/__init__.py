@@ -15,7 +15,6 @@ from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig
 from asrserve.core.events import Result
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.stream import Stream
-from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import (
     AsrServeError,
     AudioFormatError,
@@ -24,7 +23,6 @@ from asrserve.errors import (
     ModelLoadError,
     ProtocolError,
 )
-from asrserve.families import find_model_files, load_transducer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -105,18 +103,7 @@ def load_model(
     backend = BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
     from asrserve.families.layouts import LoadOptions, find_layout
 
-    layout = find_layout(model_dir)
-    if layout is not None:
-        options = LoadOptions(backend, precision, decoding, endpoint, tail_padding_s)
-        return layout.load_recognizer(model_dir, options)  # type: ignore[no-any-return]
-    files = find_model_files(model_dir, precision, _catalog_layout(path_or_name))
-    model = load_transducer(files, backend)
-    symbols = SymbolTable.from_file(files.tokens)
-    return Recognizer(
-        model,
-        symbols,
-        decoding=decoding,
-        endpoint=endpoint,
-        bpe_model=files.bpe_model,
-        tail_padding_s=tail_padding_s,
-    )
+    files = _catalog_layout(path_or_name)
+    options = LoadOptions(backend, precision, decoding, endpoint, tail_padding_s, files)
+    recognizer: Recognizer = find_layout(model_dir).load(model_dir, options)
+    return recognizer

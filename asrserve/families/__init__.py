@@ -1,10 +1,9 @@
-"""Model families: one module each, behind :class:`TransducerModel`."""
+"""Model families: one module each, behind :class:`TransducerModel`; the
+directory layouts they load from are listed in :mod:`asrserve.families.layouts`."""
 
-# Importing registers the families.
-from asrserve.families import lstm, zipformer  # noqa: F401
-from asrserve.families.base import FAMILIES, StateSpec, TransducerModel
+from asrserve.families.base import StateSpec, TransducerModel
 from asrserve.families.files import ModelFiles, find_model_files
-from asrserve.families.loading import load_transducer
+from asrserve.families.loading import FAMILIES, load_transducer
 
 __all__ = [
     "FAMILIES",

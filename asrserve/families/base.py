@@ -1,4 +1,4 @@
-"""The family protocol, generic state batching and the family registry.
+"""The family protocol and generic state batching.
 
 A family turns metadata into geometry (chunk size and shift, state tensor
 shapes) and runs the three transducer graphs. Its per-stream state is a
@@ -8,7 +8,7 @@ stacks and unstacks them along each tensor's batch axis.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -202,15 +202,3 @@ class TransducerModel(BatchedStates):
         """One encoder frame (D,) against the P decoder rows (P, D) → logits (P, vocab_size)."""
         enc = np.repeat(encoder_frame[None, :], decoder_out.shape[0], axis=0)
         return self.run_joiner(enc, decoder_out)
-
-
-FAMILIES: dict[str, type[TransducerModel]] = {}
-
-
-def register(name: str) -> Callable[[type[TransducerModel]], type[TransducerModel]]:
-    def deco(cls: type[TransducerModel]) -> type[TransducerModel]:
-        cls.family = name
-        FAMILIES[name] = cls
-        return cls
-
-    return deco

@@ -37,16 +37,17 @@ from asrserve.families.ncnn_base import (
     NCNN_MODEL_TYPES,
     NcnnTransducer,
     check_model_type,
-    register_ncnn,
 )
 
 CONV_EMFORMER_MODEL_TYPE = NCNN_MODEL_TYPES["conv-emformer"]
 _STATES_PER_LAYER = 4
 
 
-@register_ncnn(CONV_EMFORMER_MODEL_TYPE)
 class ConvEmformerTransducer(NcnnTransducer):
     """Conv-Emformer on ncnn; one encoder run per stream and segment."""
+
+    family = "ncnn-conv-emformer"
+    ncnn_model_type = CONV_EMFORMER_MODEL_TYPE
 
     def __init__(self, encoder: NcnnSession, decoder: NcnnSession, joiner: NcnnSession) -> None:
         meta, where = encoder.metadata, encoder.path

@@ -1,53 +1,48 @@
-"""Model directories that are not sherpa-style transducer exports.
+"""Every model directory layout asrserve loads, in one list.
 
-NeMo exports (a Nemotron-style cache-aware streaming directory, a Parakeet
-TDT offline directory, ...) are recognised by their files and loaded by
-their own module, which returns an object with the :class:`Recognizer`
-interface (``create_stream``, ``decode_streams``, ``get_result`` ...), so the
-CLI and the server use them unchanged.
-
-Each module named in :data:`LAYOUT_MODULES` provides::
-
-    def probe(model_dir: Path) -> bool: ...
-    def load_recognizer(model_dir: Path, options: LoadOptions) -> Recognizer-like
+A :class:`Layout` says whether a directory is its kind (``probe``: from
+metadata and config files, never from file names alone) and loads it behind
+a recognizer (``load``). :func:`find_layout` tries them in order; the last,
+the sherpa-style transducer export (icefall/sherpa-onnx ONNX, sherpa-ncnn),
+takes any directory, so its loader names what is missing or foreign.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from asrserve.backends.base import BackendOptions
-from asrserve.config import DecodingConfig, EndpointConfig
+from asrserve.families.load_options import LoadOptions
 
-LAYOUT_MODULES = (
-    "asrserve.families.nemo_streaming",
-    "asrserve.families.nemo_tdt",
-    "asrserve.families.nemo_sherpa",
-    "asrserve.families.nemo_offline",
-)
+__all__ = ["Layout", "LoadOptions", "find_layout", "layouts"]
 
 
 @dataclass(frozen=True)
-class LoadOptions:
-    """What :func:`asrserve.load_model` was asked for."""
-
-    backend: BackendOptions
-    precision: str = "auto"
-    decoding: DecodingConfig | None = None
-    endpoint: EndpointConfig | None = None
-    tail_padding_s: float | None = None
+class Layout:
+    name: str
+    probe: Callable[[Path], bool]
+    load: Callable[[Path, LoadOptions], Any]
+    """The recognizer: a :class:`~asrserve.core.recognizer.Recognizer`, or the
+    VAD-segmented offline :class:`~asrserve.families.nemo_tdt.TdtRecognizer`."""
 
 
-def find_layout(model_dir: Path) -> Any | None:
-    """The module that claims ``model_dir``, if any does."""
-    for name in LAYOUT_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        if module.probe(model_dir):
-            return module
-    return None
+@cache
+def layouts() -> tuple[Layout, ...]:
+    """The layouts, in the order they are tried (imported on first use)."""
+    from asrserve.families import loading, nemo_offline, nemo_sherpa, nemo_streaming, nemo_tdt
+
+    return (
+        Layout("nemo-streaming", nemo_streaming.probe, nemo_streaming.load_recognizer),
+        Layout("nemo-tdt", nemo_tdt.probe, nemo_tdt.load_recognizer),
+        Layout("nemo-sherpa", nemo_sherpa.probe, nemo_sherpa.load_recognizer),
+        Layout("nemo-offline", nemo_offline.probe, nemo_offline.load_recognizer),
+        Layout("transducer", loading.probe, loading.load_recognizer),
+    )
+
+
+def find_layout(model_dir: Path) -> Layout:
+    """The first layout that claims ``model_dir``."""
+    return next(x for x in layouts() if x.probe(model_dir))

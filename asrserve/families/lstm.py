@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from asrserve.backends.base import Session
-from asrserve.families.base import StateSpec, TransducerModel, meta_int, register
+from asrserve.families.base import StateSpec, TransducerModel, meta_int
 
 
-@register("lstm")
 class LstmTransducer(TransducerModel):
+    family = "lstm"
+
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         super().__init__(encoder, decoder, joiner)
         meta, where = encoder.metadata, encoder.path

@@ -18,7 +18,7 @@ search once per stream and frame on (1, D) x (P, D), as sherpa-ncnn does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -135,23 +135,6 @@ def _rows(outputs: list[FloatArray]) -> FloatArray:
     if len(outputs) == 1:
         return outputs[0].reshape(1, -1)
     return np.stack([o.reshape(-1) for o in outputs])
-
-
-NCNN_FAMILIES: dict[int, type[NcnnTransducer]] = {}
-"""sherpa-ncnn families by ``SherpaMetaData`` model type (parameter 0)."""
-
-
-def register_ncnn(model_type: int) -> Callable[[type[NcnnTransducer]], type[NcnnTransducer]]:
-    """Class decorator: ``cls`` loads encoders whose metadata model type is ``model_type``."""
-
-    def deco(cls: type[NcnnTransducer]) -> type[NcnnTransducer]:
-        names = {v: k for k, v in NCNN_MODEL_TYPES.items()}
-        cls.ncnn_model_type = model_type
-        cls.family = cls.family or f"ncnn-{names.get(model_type, model_type)}"
-        NCNN_FAMILIES[model_type] = cls
-        return cls
-
-    return deco
 
 
 def check_model_type(meta: Mapping[str, str], where: str, expected: int, family: str) -> None:

@@ -8,31 +8,22 @@ model type, as sherpa-ncnn decides it.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 from asrserve.backends import BackendOptions, Session
 from asrserve.backends.ncnn_layers import sherpa_custom_layers
 from asrserve.backends.sessions import open_ncnn
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import meta_int
+from asrserve.families.conv_emformer import ConvEmformerTransducer
 from asrserve.families.files import ModelFiles
-from asrserve.families.ncnn_base import NCNN_FAMILIES, NCNN_MODEL_TYPES, NcnnTransducer
+from asrserve.families.ncnn_base import NCNN_MODEL_TYPES, NcnnTransducer
+from asrserve.families.ncnn_lstm import NcnnLstmTransducer
+from asrserve.families.ncnn_zipformer import NcnnZipformerTransducer
 
-_FAMILY_MODULES = (
-    "asrserve.families.ncnn_lstm",
-    "asrserve.families.conv_emformer",
-    "asrserve.families.ncnn_zipformer",
-)
-"""Modules registering ncnn families; the ones that exist are imported on demand."""
-
-
-def ncnn_families() -> dict[int, type[NcnnTransducer]]:
-    """Every registered ncnn family by model type, importing the family modules."""
-    for name in _FAMILY_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
-    return NCNN_FAMILIES
+#: sherpa-ncnn families by the ``SherpaMetaData`` model type (parameter 0).
+NCNN_FAMILIES: dict[int, type[NcnnTransducer]] = {
+    cls.ncnn_model_type: cls
+    for cls in (NcnnLstmTransducer, ConvEmformerTransducer, NcnnZipformerTransducer)
+}
 
 
 def _family(encoder: Session) -> type[NcnnTransducer]:
@@ -44,10 +35,9 @@ def _family(encoder: Session) -> type[NcnnTransducer]:
             "(see 'asrserve ncnn-meta --help')"
         )
     model_type = meta_int(encoder.metadata, "0", f"{encoder.path} SherpaMetaData")
-    families = ncnn_families()
-    cls = families.get(model_type)
+    cls = NCNN_FAMILIES.get(model_type)
     if cls is None:
-        known = ", ".join(f"{t} ({c.family})" for t, c in sorted(families.items()))
+        known = ", ".join(f"{t} ({c.family})" for t, c in sorted(NCNN_FAMILIES.items()))
         raise ModelLoadError(
             f"{encoder.path}: unsupported SherpaMetaData model type {model_type} (known: {known})"
         )

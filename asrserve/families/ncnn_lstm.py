@@ -18,15 +18,17 @@ import numpy.typing as npt
 from asrserve.backends.ncnn import NcnnSession
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import FloatArray, State, StateSpec, meta_int
-from asrserve.families.ncnn_base import NCNN_MODEL_TYPES, NcnnTransducer, register_ncnn
+from asrserve.families.ncnn_base import NCNN_MODEL_TYPES, NcnnTransducer
 
 SEGMENT = 9
 OFFSET = 4
 _OUTPUTS = ("out0", "out2", "out3")
 
 
-@register_ncnn(NCNN_MODEL_TYPES["lstm"])
 class NcnnLstmTransducer(NcnnTransducer):
+    family = "ncnn-lstm"
+    ncnn_model_type = NCNN_MODEL_TYPES["lstm"]
+
     def __init__(self, encoder: NcnnSession, decoder: NcnnSession, joiner: NcnnSession) -> None:
         meta, where = encoder.metadata, encoder.path
         layers = meta_int(meta, "1", where)

@@ -43,7 +43,6 @@ from asrserve.families.ncnn_base import (
     NCNN_MODEL_TYPES,
     NcnnTransducer,
     check_model_type,
-    register_ncnn,
 )
 
 ZIPFORMER_MODEL_TYPE = NCNN_MODEL_TYPES["zipformer"]
@@ -52,9 +51,11 @@ STATE_KINDS_CONV = ("cached_conv1", "cached_conv2")
 _STATES_PER_STACK = len(STATE_KINDS) + len(STATE_KINDS_CONV)
 
 
-@register_ncnn(ZIPFORMER_MODEL_TYPE)
 class NcnnZipformerTransducer(NcnnTransducer):
     """Zipformer (v1, streaming) on ncnn; one encoder run per stream and segment."""
+
+    family = "ncnn-zipformer"
+    ncnn_model_type = ZIPFORMER_MODEL_TYPE
 
     def __init__(self, encoder: NcnnSession, decoder: NcnnSession, joiner: NcnnSession) -> None:
         meta, where = encoder.metadata, encoder.path

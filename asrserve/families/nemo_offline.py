@@ -57,7 +57,7 @@ from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import meta_int
 from asrserve.families.files import pick_file
-from asrserve.families.layouts import LoadOptions
+from asrserve.families.load_options import LoadOptions
 from asrserve.families.nemo_sherpa import onnx_metadata
 from asrserve.families.nemo_tdt import TdtRecognizer
 from asrserve.vad import SileroVad, VadConfig, find_vad_model

@@ -57,7 +57,7 @@ from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec, meta_int
 from asrserve.families.files import pick_file
-from asrserve.families.layouts import LoadOptions
+from asrserve.families.load_options import LoadOptions
 from asrserve.families.nemo_cache import check_cache_dims, encoder_feeds
 from asrserve.features.kaldi_fbank import KaldiFbank
 

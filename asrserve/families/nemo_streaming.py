@@ -44,7 +44,7 @@ from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import BatchedStates, FloatArray, State, StateSpec
-from asrserve.families.layouts import LoadOptions
+from asrserve.families.load_options import LoadOptions
 from asrserve.families.nemo_cache import check_cache_dims, encoder_feeds
 from asrserve.features.nemo_mel import NemoMel, NemoMelConfig, load_mel_weights
 

@@ -53,7 +53,7 @@ from asrserve.core.stream import InputRate
 from asrserve.decoding.tdt import JointState, TdtGreedySearch, TdtJoint
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import AudioFormatError, ConfigError, ModelLoadError
-from asrserve.families.layouts import LoadOptions
+from asrserve.families.load_options import LoadOptions
 from asrserve.vad import SileroVad, SpeechSegment, VadConfig, VoiceActivityDetector, find_vad_model
 
 log = logging.getLogger("asrserve")

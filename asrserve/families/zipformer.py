@@ -10,7 +10,7 @@ import numpy as np
 
 from asrserve.backends.base import Session
 from asrserve.errors import ModelLoadError
-from asrserve.families.base import StateSpec, TransducerModel, meta_int, meta_ints, register
+from asrserve.families.base import StateSpec, TransducerModel, meta_int, meta_ints
 
 
 def _same_len(where: str, **lists: list[int]) -> int:
@@ -20,11 +20,12 @@ def _same_len(where: str, **lists: list[int]) -> int:
     return next(iter(lengths.values()))
 
 
-@register("zipformer2")
 class Zipformer2Transducer(TransducerModel):
     """Per layer: key (left, N, key_dim), nonlin_attn (1, N, left, 3*dim/4), val1, val2
     (left, N, value_dim), conv1, conv2 (N, dim, kernel/2); then embed_states
     (N, 128, 3, (((80-1)//2)-1)//2) and processed_lens (N,) int64."""
+
+    family = "zipformer2"
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         super().__init__(encoder, decoder, joiner)
@@ -69,12 +70,13 @@ class Zipformer2Transducer(TransducerModel):
         self._check_states()
 
 
-@register("zipformer")
 class ZipformerTransducer(TransducerModel):
     """States grouped by kind over the stacks: cached_len (layers, N) int64,
     cached_avg (layers, N, dim), cached_key (layers, left, N, attn_dim),
     cached_val / cached_val2 (layers, left, N, attn_dim/2),
     cached_conv1 / cached_conv2 (layers, N, dim, kernel-1)."""
+
+    family = "zipformer"
 
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         super().__init__(encoder, decoder, joiner)

@@ -167,7 +167,7 @@ def test_fixture_interface_and_metadata(d: Path) -> None:
 
 @pytest.mark.parametrize("d", [TDT, TDT_FP32, RNNT], ids=lambda d: d.name)
 def test_layout_is_claimed_from_metadata(d: Path) -> None:
-    assert find_layout(d) is nemo_offline
+    assert find_layout(d).load is nemo_offline.load_recognizer
     assert not nemo_sherpa.probe(d)
     assert not nemo_tdt.probe(d)
     rec = _load(d)

@@ -71,7 +71,7 @@ def _assert_same(
 
 
 def test_layout_is_claimed_and_geometry_comes_from_metadata() -> None:
-    assert find_layout(MODEL) is nemo_sherpa
+    assert find_layout(MODEL).load is nemo_sherpa.load_recognizer
     rec = _ours()
     m = rec.model
     assert isinstance(m, SherpaNemoModel)

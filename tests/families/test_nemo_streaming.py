@@ -112,7 +112,7 @@ def _stream_tokens(rec: Recognizer, wav: Path, piece: int) -> tuple[list[int], l
 
 def test_probe_claims_the_layout() -> None:
     assert nemo_streaming.probe(MODEL)
-    assert find_layout(MODEL) is nemo_streaming
+    assert find_layout(MODEL).load is nemo_streaming.load_recognizer
     assert not nemo_streaming.probe(BUILTIN)
 
 

@@ -129,7 +129,7 @@ def test_fixture_files_follow_the_onnx_asr_layout() -> None:
 
 
 def test_found_by_load_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert find_layout(MODEL) is nemo_tdt
+    assert find_layout(MODEL).load is nemo_tdt.load_recognizer
     monkeypatch.setenv("ASRSERVE_VAD_MODEL", str(SILERO))
     r = asrserve.load_model(MODEL)  # auto precision on CPU: int8
     assert isinstance(r, nemo_tdt.TdtRecognizer)
