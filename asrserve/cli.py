@@ -303,6 +303,28 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="bytes of messages queued for a client that does not read before it is dropped",
     )
     p.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=d.header_timeout_s,
+        help="seconds a connection may be idle or sending its request head before it is "
+        "closed (also the keep-alive idle time between requests; TLS handshakes too)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=d.body_timeout_s,
+        help="seconds a request body (an upload) may take to arrive after its head; then "
+        "408 and the connection is closed",
+    )
+    p.add_argument(
+        "--max-pending-connections",
+        type=int,
+        default=d.max_pending_connections,
+        help="connections that are not (yet) streams: idle, sending a request, probes, "
+        "uploads; past it the oldest idle one is closed. Keep it and --max-connections "
+        "well under the open-file limit (ulimit -n)",
+    )
+    p.add_argument(
         "--isolate-batches",
         action="store_true",
         help="with int8 models that scale activations per batch, run each stream's encoder "
@@ -378,6 +400,9 @@ def run_serve(args: argparse.Namespace) -> int:
         allowed_origins=tuple(args.allowed_origin),
         max_pending_messages=args.max_pending_messages,
         max_pending_bytes=args.max_pending_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        max_pending_connections=args.max_pending_connections,
         isolate_batches=args.isolate_batches,
     ).validate()
     endpoint = EndpointConfig(

@@ -188,6 +188,9 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed; empty: any
     max_pending_messages: int = 1024  # messages queued for a client that is not reading
     max_pending_bytes: int = 4 << 20  # bytes of them; past either the client is dropped
+    header_timeout_s: float = 10.0  # idle or request head unfinished this long: closed
+    body_timeout_s: float = 60.0  # a request body must arrive within this of its head
+    max_pending_connections: int = 256  # connections not (yet) streams; oldest idle dropped
     isolate_batches: bool = False  # per-stream encoder runs for batch-dependent (int8) models
 
     def validate(self) -> ServerConfig:
@@ -196,6 +199,7 @@ class ServerConfig:
         positive = (
             "max_pending_messages",
             "max_pending_bytes",
+            "max_pending_connections",
             "sample_rate",
             "max_batch_size",
             "max_connections",
@@ -229,6 +233,8 @@ class ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         seconds = (
+            "header_timeout_s",
+            "body_timeout_s",
             "max_backlog_s",
             "idle_timeout_s",
             "max_session_s",

@@ -40,6 +40,12 @@ from asrserve.server.auth import (
     presented_token,
     trusted_networks,
 )
+from asrserve.server.connections import (
+    ConnectionGate,
+    Throttled,
+    close_transport,
+    quiet_loop_errors,
+)
 from asrserve.server.frames import MaskedWebSocketResponse
 from asrserve.server.metrics import Metrics
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
@@ -358,6 +364,18 @@ class AsrServer:
         self._open: set[_Connection] = set()
         self._stopping = False
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._gate: ConnectionGate | None = None  # every connection, accept to close
+        self._restore_loop_handler: Callable[[], None] | None = None
+        self._accept_errors = Throttled(
+            log,
+            logging.WARNING,
+            "cannot accept connections (out of file descriptors or memory); raise the "
+            "open-file limit (ulimit -n) or lower --max-pending-connections/--max-connections",
+        )
+        self._body_timeouts = Throttled(
+            log, logging.INFO, "closed uploads whose body did not arrive in time"
+        )
         c = self.config
         self.tokens = TokenStore(c.auth_token_file) if c.auth_token_file else None
         self._per_ip = Quota(c.max_connections_per_ip)
@@ -414,6 +432,14 @@ class AsrServer:
         )
         _ACCESS.set(info)
         status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        transport = request.transport
+        if self._gate is not None:
+            self._gate.begin(transport)  # in a request: no header timeout
+        body_timer = None
+        if request.body_exists and not request.content.is_eof():
+            body_timer = loop.call_later(
+                self.config.body_timeout_s, self._body_timed_out, request, info
+            )
         try:
             response = await handler(request)
             status = response.status
@@ -421,12 +447,45 @@ class AsrServer:
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except ConnectionError as exc:
+            # the client went away mid-request (a reset during an upload, a
+            # body that timed out): nobody to answer, nothing to trace
+            if info.error == "-":
+                info.error = "client_gone"
+            status = HTTPStatus.REQUEST_TIMEOUT.value if info.error == "body_timeout" else 499
+            log.debug("%s %s from %s: connection lost: %s", request.method, request.path,
+                      info.client, type(exc).__name__)  # fmt: skip
+            return web.Response(status=status)
         except asyncio.CancelledError:
             if info.error == "-":
                 info.error = "cancelled"
             raise
         finally:
+            if body_timer is not None:
+                body_timer.cancel()
+            if self._gate is not None:
+                self._gate.end(transport)
             info.log(status, loop.time() - started)
+
+    def _body_timed_out(self, request: web.Request, info: _Access) -> None:
+        """A request body still unfinished ``body_timeout_s`` after its head:
+        answer 408 and close (the handler's read then fails as a lost connection)."""
+        transport = request.transport
+        if request.content.is_eof() or transport is None or transport.is_closing():
+            return
+        info.error = "body_timeout"
+        self.metrics.count_error("body_timeout")
+        self._body_timeouts(f"{self.config.body_timeout_s:g} s")
+        text = f"request body not received within {self.config.body_timeout_s:g} s\n".encode()
+        transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            + f"Content-Length: {len(text)}\r\n\r\n".encode()
+            + text
+        )
+        close_transport(transport)
+        # a client that reads nothing would hold a closing socket open
+        asyncio.get_running_loop().call_later(1.0, transport.abort)
 
     def _count_error(self, code: str, conn: _Connection | None = None) -> None:
         """Count an error in the metrics and name it in the access line."""
@@ -474,9 +533,26 @@ class AsrServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=http_log
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, c.host, c.port, ssl_context=self._ssl)
+        handlers = self._runner.server
+        assert handlers is not None
+        # our own listener over aiohttp's protocol factory, so that every
+        # connection is seen from accept to close (header timeout, pending cap)
+        self._gate = ConnectionGate(
+            handlers,
+            max_pending=c.max_pending_connections,
+            header_timeout_s=c.header_timeout_s,
+            dropped=self.metrics.count_error,
+        )
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(
+                self._gate.protocol,
+                c.host,
+                c.port,
+                ssl=self._ssl,
+                backlog=128,
+                ssl_handshake_timeout=c.header_timeout_s if self._ssl else None,
+            )
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
@@ -485,16 +561,17 @@ class AsrServer:
             self._uploads.shutdown(wait=False)
             self._checks.shutdown(wait=False)
             raise _listen_error(c.host, c.port, exc) from None
+        self._restore_loop_handler = quiet_loop_errors(loop, self._accept_errors)
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._decode_loop(lane))
         self._log_startup()
 
     def urls(self) -> list[str]:
         """``ws(s)://`` and ``http(s)://`` of every address listened on."""
-        assert self._runner is not None
+        assert self._listener is not None
         s = "s" if self._ssl else ""
         out = []
-        for address in self._runner.addresses:
+        for address in (sock.getsockname() for sock in self._listener.sockets):
             where = f"{_url_host(str(address[0]))}:{address[1]}"
             out += [f"ws{s}://{where}", f"http{s}://{where}"]
         return out
@@ -523,8 +600,8 @@ class AsrServer:
 
     @property
     def port(self) -> int:
-        assert self._runner is not None
-        port: int = self._runner.addresses[0][1]
+        assert self._listener is not None
+        port: int = self._listener.sockets[0].getsockname()[1]
         return port
 
     async def __aenter__(self) -> AsrServer:
@@ -551,7 +628,15 @@ class AsrServer:
             async with timeout(self.config.shutdown_timeout_s):
                 while self._open:
                     await asyncio.sleep(0.02)
+        if self._listener is not None:
+            self._listener.close()
+        if self._gate is not None:
+            self._gate.close()
         await self._runner.cleanup()
+        if self._restore_loop_handler is not None:
+            self._restore_loop_handler()
+        self._accept_errors.cancel()
+        self._body_timeouts.cancel()
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()
@@ -653,6 +738,8 @@ class AsrServer:
         )
         self._per_ip.acquire(address)
         self._per_token.acquire(token)
+        if self._gate is not None:
+            self._gate.admit(request.transport)  # a stream now, not a pending connection
         access = _ACCESS.get()
         try:
             await ws.prepare(request)

@@ -10,6 +10,9 @@ import json
 import logging
 import os
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ import asrserve
 from asrserve.config import ServerConfig
 from asrserve.server.app import AsrServer
 from tests.server.test_fuzz import REALTIME, WAVS, Good, encode, run_good, text
-from tests.server.test_http import TOKEN, recognizer, serve
+from tests.server.test_http import TOKEN, recognizer, request, serve
 
 __all__ = ["recognizer"]  # the module-scoped fixture, shared with test_http
 
@@ -185,3 +188,248 @@ def test_the_outbox_is_bounded_in_bytes_too(recognizer: asrserve.Recognizer) -> 
         assert conn.outbox.bytes == 6000
 
     asyncio.run(main())
+
+
+# --- 2. connections that send nothing, or drip ------------------------------------------
+def _open_for(
+    sock: socket.socket, limit_s: float, drip: bytes = b"", every_s: float = 0.2
+) -> float:
+    """Seconds until the server closes ``sock`` (sending ``drip`` a byte at a
+    time every ``every_s`` meanwhile); ``limit_s`` if it is still open then."""
+    start = time.monotonic()
+    sock.settimeout(every_s)
+    i = 0
+    while time.monotonic() - start < limit_s:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            pass
+        except OSError:  # reset, or a TLS alert
+            return time.monotonic() - start
+        if drip:
+            try:
+                sock.sendall(drip[i % len(drip) : i % len(drip) + 1])
+            except OSError:
+                return time.monotonic() - start
+            i += 1
+    return limit_s
+
+
+def test_idle_and_dripping_connections_are_closed_after_the_header_timeout(
+    recognizer: asrserve.Recognizer, tmp_path: Path
+) -> None:
+    """With --header-timeout-s 1: a socket that sends nothing, a request head
+    dripped a byte at a time, a keep-alive connection idle after its answer,
+    and (TLS) a handshake never started or idle after it are all closed within
+    the timeout plus a margin (aiohttp alone left them open for an hour)."""
+    pytest.importorskip("cryptography")
+    from tests.server.test_http import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+
+    def plain(port: int) -> dict[str, float]:
+        out = {}
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            out["idle"] = _open_for(s, 6.0)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            out["dripped head"] = _open_for(
+                s, 6.0, drip=b"GET /healthz HTTP/1.1\r\nX-a: " + b"b" * 99
+            )
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            out["keep-alive idle"] = _open_for(s, 6.0)
+        return out
+
+    def tls(port: int) -> dict[str, float]:
+        out = {}
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            out["no TLS handshake"] = _open_for(s, 6.0)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
+            out["idle after TLS handshake"] = _open_for(s, 6.0)
+        return out
+
+    results: dict[str, float] = {}
+
+    async def body_plain(server: AsrServer, _: str) -> None:
+        results.update(await asyncio.to_thread(plain, server.port))
+
+    async def body_tls(server: AsrServer, _: str) -> None:
+        results.update(await asyncio.to_thread(tls, server.port))
+
+    serve(recognizer, body_plain, header_timeout_s=1.0)
+    serve(recognizer, body_tls, header_timeout_s=1.0, tls_cert=str(cert), tls_key=str(key))
+    print({k: round(v, 2) for k, v in results.items()})
+    for what, seconds in results.items():
+        assert 0.8 <= seconds < 2.5, f"{what}: open for {seconds:.1f} s"
+
+
+def test_a_slow_request_body_gets_408_after_the_body_timeout(
+    recognizer: asrserve.Recognizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def slow_post(port: int) -> tuple[float, bytes]:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            )
+            start = time.monotonic()
+            reply = b""
+            s.settimeout(0.2)
+            while time.monotonic() - start < 8.0:
+                try:
+                    data = s.recv(65536)
+                except TimeoutError:
+                    s.sendall(b"x")  # a byte every 0.2 s: never idle, never done
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                reply += data
+            return time.monotonic() - start, reply
+
+    async def body(server: AsrServer, _: str) -> None:
+        took, reply = await asyncio.to_thread(slow_post, server.port)
+        print(f"slow body closed after {took:.2f} s: {reply[:40]!r}")
+        assert took < 3.0, f"open for {took:.1f} s"
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert 'asrserve_errors_total{code="body_timeout"} 1' in server.metrics.render()
+
+    with caplog.at_level(logging.DEBUG):
+        serve(recognizer, body, body_timeout_s=1.5, header_timeout_s=1.0)
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_idle_connections_past_the_pending_cap_are_dropped_and_probes_still_answer(
+    recognizer: asrserve.Recognizer,
+) -> None:
+    """--max-pending-connections 8 and 40 idle sockets: the oldest idle ones are
+    closed at once (long before the header timeout), /healthz answers, and a
+    stream (admitted, so not pending) runs to its final meanwhile."""
+
+    async def body(server: AsrServer, base: str) -> None:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
+        try:
+            await asyncio.sleep(0.5)
+            closed = 0
+            for s in idle:
+                s.setblocking(False)
+                try:
+                    closed += s.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+            status, _, text_ = await asyncio.to_thread(request, base + "/healthz")
+            assert (status, text_) == (200, b"ok\n")
+            ws_base = base.replace("http", "ws", 1)
+            finals = await run_good(ws_base, Good("asrserve", (WAVS[0],)), 0.0)
+            assert finals
+            print(f"{closed} of 40 idle sockets closed; /healthz 200")
+            assert closed >= 40 - 8, closed
+            assert server._gate is not None
+            assert server._gate.pending <= 8
+            assert 'asrserve_errors_total{code="too_many_pending"}' in server.metrics.render()
+        finally:
+            for s in idle:
+                s.close()
+
+    serve(recognizer, body, max_pending_connections=8, header_timeout_s=30.0)
+
+
+_LIMITED_SERVER = """
+import asyncio, resource, sys
+import asrserve
+from asrserve.config import EndpointConfig, ServerConfig
+from asrserve.logs import configure
+from asrserve.server.app import AsrServer
+
+configure("info", "text")
+recognizer = asrserve.load_model(sys.argv[1], endpoint=EndpointConfig(enabled=False))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), hard))
+
+async def main():
+    config = ServerConfig(port=0, max_pending_connections=int(sys.argv[3]), header_timeout_s=30.0)
+    async with AsrServer(recognizer, config) as server:
+        print(server.port, flush=True)
+        await asyncio.sleep(float(sys.argv[4]))
+
+asyncio.run(main())
+"""
+
+
+def _limited_server(nofile: int, pending: int, idle: int) -> tuple[list[bool], str]:
+    """A server in a subprocess under ``ulimit -n nofile``; ``idle`` sockets
+    that send nothing, then /healthz three times. Returns which probes
+    answered 200, and the server's log."""
+    from tests.conftest import BUILTIN
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LIMITED_SERVER, str(BUILTIN), str(nofile), str(pending), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    socks = []
+    answered = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        for _ in range(idle):
+            s = socket.socket()
+            s.settimeout(2.0)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                break
+            socks.append(s)
+        time.sleep(1.5)
+        for _ in range(3):
+            try:
+                status = raw_request(
+                    port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2.0
+                )
+            except OSError:
+                status = b""
+            answered.append(status.startswith(b"HTTP/1.1 200"))
+    finally:
+        for s in socks:
+            s.close()
+        _, log_text = proc.communicate(timeout=30)
+    return answered, log_text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE and EMFILE as on Linux")
+def test_out_of_file_descriptors_is_one_line_and_a_low_pending_cap_keeps_probes_alive() -> None:
+    """Under ``ulimit -n 128``: with a pending cap above the limit, 300 idle
+    sockets run the server out of descriptors: the failing accept() is one
+    WARNING line per 10 s, never a traceback per try (asyncio logs up to its
+    backlog of them per wakeup); under ``ulimit -n 256`` with a cap of 32 (room
+    for the cap, the listener's accept burst of 128 and the process's own
+    files) the oldest idle sockets are closed instead and /healthz answers."""
+    answered, log_text = _limited_server(128, 10_000, 300)
+    lines = log_text.splitlines()
+    accept_lines = [line for line in lines if "accept" in line]
+    print(f"cap over the limit: /healthz {answered}; {len(lines)} log lines, "
+          f"{len(accept_lines)} about accept(), {len(log_text)} bytes")  # fmt: skip
+    assert "Traceback" not in log_text, log_text[-3000:]
+    assert 1 <= len(accept_lines) <= 2, accept_lines[:5]
+    assert len(lines) < 20, lines[:20]
+
+    answered, log_text = _limited_server(256, 32, 300)
+    print(f"cap 32: /healthz {answered}; log: {log_text.splitlines()[1:4]}")
+    assert all(answered), answered
+    assert "Traceback" not in log_text
+    assert "accept" not in log_text
