@@ -194,6 +194,21 @@ class Recognizer:
         chunk = self.model.chunk_size
         return stream.num_processed_frames + chunk < stream.features.num_frames_ready
 
+    def backlog_s(self, stream: Stream) -> float:
+        """Seconds of features the stream has that are not decoded yet."""
+        unprocessed = stream.features.num_frames_ready - stream.num_processed_frames
+        return max(0, unprocessed) * self.frame_shift_s
+
+    def decoded_s(self, stream: Stream) -> float:
+        """Seconds of audio one :meth:`decode_streams` call advances a stream (a chunk)."""
+        return self.model.chunk_shift * self.frame_shift_s
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a stream's encoder output can depend on its batch mates (int8
+        graphs with per-tensor dynamic activation scales); see ``isolate_batches``."""
+        return self.model.graphs()["encoder"].batch_dependent
+
     def decode_streams(self, streams: Iterable[Stream]) -> int:
         """Run one chunk for every ready stream in a single encoder call.
 
@@ -206,7 +221,7 @@ class Recognizer:
         feats = np.stack(
             [s.features.get_frames(s.num_processed_frames, m.chunk_size) for s in ready]
         )
-        if self.isolate_batches and len(ready) > 1 and _batch_dependent(m):
+        if self.isolate_batches and len(ready) > 1 and self.batch_dependent:
             # one encoder run per stream: no stream's audio can touch another's result
             runs = [
                 m.run_encoder(feats[i : i + 1], m.stack_states([s.encoder_state]))
@@ -432,7 +447,3 @@ class Recognizer:
                 token_ids.append(self.encode_hotword(phrase.strip()))
                 scores.append(score)
         return ContextGraph(token_ids, default_score, scores)
-
-
-def _batch_dependent(model: object) -> bool:
-    return bool(getattr(getattr(model, "encoder", None), "batch_dependent", False))

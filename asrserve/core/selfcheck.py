@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from asrserve.backends.base import TensorInfo
 from asrserve.core.recognizer import Recognizer
 from asrserve.errors import ModelLoadError
 
 
-def _width(info: object) -> int | None:
-    shape = getattr(info, "shape", None)
-    last = shape[-1] if shape else None
+def _width(info: TensorInfo) -> int | None:
+    last = info.shape[-1] if info.shape else None
     return last if isinstance(last, int) and last > 0 else None
 
 
@@ -24,14 +24,14 @@ def check_model(recognizer: Recognizer) -> None:
     together (a file swapped for another model's): compare the widths the
     graphs declare, then decode a second of silence. Without this the server
     would listen and fail every stream."""
-    model = recognizer.model
-    graphs = {role: getattr(model, role, None) for role in ("encoder", "decoder", "joiner")}
-    paths = {role: getattr(g, "path", role) for role, g in graphs.items()}
-    joiner_in = getattr(graphs["joiner"], "inputs", None) or ()
+    graphs = recognizer.model.graphs()
+    paths = {role: g.path for role, g in graphs.items()}
+    joiner = graphs.get("joiner")
     for i, role in enumerate(("encoder", "decoder")):
-        outputs = getattr(graphs[role], "outputs", None) or ()
-        have = _width(outputs[0]) if outputs else None
-        want = _width(joiner_in[i]) if len(joiner_in) > i else None
+        graph = graphs.get(role)
+        if joiner is None or graph is None or not graph.outputs or len(joiner.inputs) <= i:
+            continue
+        have, want = _width(graph.outputs[0]), _width(joiner.inputs[i])
         if have is not None and want is not None and have != want:
             raise ModelLoadError(
                 f"{paths[role]}: its output is {have} wide but {paths['joiner']} takes {want}; "

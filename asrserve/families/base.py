@@ -72,6 +72,11 @@ class EncoderModel(Protocol):
     """At an endpoint the stream's encoder state restarts (sherpa-onnx's NeMo
     convention); otherwise it goes on into the next segment."""
 
+    def graphs(self) -> dict[str, Session]:
+        """The model's graphs by role (``encoder``, ``decoder``, ``joiner`` ...):
+        what the self-check compares and the startup line reports."""
+        ...
+
     def init_state(self) -> State: ...
 
     def stack_states(self, states: Sequence[State]) -> State: ...
@@ -154,6 +159,9 @@ class TransducerModel(BatchedStates):
                 f"{joiner.path}: a joiner has 2 inputs, found {len(joiner.inputs)}"
             )
         self._enc_name, self._dec_name = (t.name for t in joiner.inputs)
+
+    def graphs(self) -> dict[str, Session]:
+        return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
 
     def _check_states(self) -> None:
         """Compare ``state_specs`` with the encoder graph; refuse mismatches by name."""

@@ -246,10 +246,7 @@ class _SplitJoint:
 
 class NemoOfflineModel:
     """Features, encoder and split decoder/joiner of one sherpa-onnx NeMo
-    directory: an :class:`~asrserve.families.nemo_tdt.OfflineTransducer`.
-
-    ``chunk_size``/``chunk_shift`` exist for the server's metrics (see
-    :class:`~asrserve.families.nemo_tdt.TdtModel`)."""
+    directory: an :class:`~asrserve.families.nemo_tdt.OfflineTransducer`."""
 
     family: ClassVar[str] = "nemo_offline"
 
@@ -316,8 +313,6 @@ class NemoOfflineModel:
             TDT_MAX_TOKENS_PER_FRAME if self.is_tdt else RNNT_MAX_SYMBOLS_PER_FRAME
         )
         self.features = FeatureConfig(num_bins=self.feature_dim, low_freq=0.0, dither=0.0)
-        self.chunk_size = 0
-        self.chunk_shift = 0
 
     @property
     def joint(self) -> _SplitJoint:
@@ -326,6 +321,13 @@ class NemoOfflineModel:
     @property
     def joint_batch_dependent(self) -> bool:
         return self._joint.batch_dependent
+
+    def graphs(self) -> dict[str, Session]:
+        return {
+            "encoder": self.encoder,
+            "decoder": self._joint.decoder,
+            "joiner": self._joint.joiner,
+        }
 
     def fbank(self, samples: FloatArray) -> FloatArray:
         """Whole-utterance features (T, n_mels) of 16 kHz samples in [-1, 1],

@@ -155,6 +155,9 @@ class SherpaNemoModel(BatchedStates):
     family = "nemo_sherpa"
     reset_encoder_on_endpoint = True  # as sherpa-onnx does for NeMo models
 
+    def graphs(self) -> dict[str, Session]:
+        return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
+
     def __init__(self, encoder: Session, decoder: Session, joiner: Session) -> None:
         self.encoder, self.decoder, self.joiner = encoder, decoder, joiner
         meta: Mapping[str, str] = encoder.metadata

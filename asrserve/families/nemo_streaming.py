@@ -206,9 +206,12 @@ class NemoStreamingModel(BatchedStates):
 
     family = "nemo_fastconformer"
 
+    def graphs(self) -> dict[str, Session]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
     def __init__(self, encoder: Session, decoder: Session, cfg: _Config) -> None:
         self.encoder = encoder
-        self.decoder = decoder
+        self.decoder = decoder  # the RNN-T decoder and joint in one graph
         em, dm = encoder.metadata, decoder.metadata
         self.enc_in = _checked_names(
             encoder, cfg.io_names("encoder", "inputs", ENCODER_INPUTS), "inputs"

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -206,11 +206,14 @@ class OfflineTransducer(Protocol):
     subsampling_factor: int
     max_tokens_per_step: int
     durations: list[int]
-    chunk_size: int
-    chunk_shift: int
+    family: ClassVar[str]
 
     @property
     def encoder(self) -> Session: ...
+
+    def graphs(self) -> dict[str, Session]:
+        """The graphs by role, as :meth:`asrserve.families.base.EncoderModel.graphs`."""
+        ...
 
     @property
     def joint(self) -> TdtJoint: ...
@@ -235,12 +238,9 @@ class OfflineTransducer(Protocol):
 
 
 class TdtModel:
-    """Preprocessor + encoder + decoder_joint of one directory.
+    """Preprocessor + encoder + decoder_joint of one directory."""
 
-    ``chunk_size``/``chunk_shift`` exist for the server's metrics, which
-    count ``chunk_shift`` feature frames of audio per decoded stream: here
-    the mean segment length of the last :meth:`TdtRecognizer.decode_streams`.
-    """
+    family: ClassVar[str] = "nemo_tdt"
 
     def __init__(
         self,
@@ -293,12 +293,13 @@ class TdtModel:
                 f"config.json lists {len(durations)} durations; the joint scores {n_durations}"
             )
         self.durations = list(durations)
-        self.chunk_size = 0
-        self.chunk_shift = 0
 
     @property
     def joint_batch_dependent(self) -> bool:
         return self.decoder_joint.batch_dependent
+
+    def graphs(self) -> dict[str, Session]:
+        return {"encoder": self.encoder, "decoder_joint": self.decoder_joint}
 
     def encode(
         self, features: FloatArray, lengths: npt.NDArray[np.int64]
@@ -358,23 +359,6 @@ class _Decoded:
     frames: list[int] = field(default_factory=list)
 
 
-class _Backlog:
-    """What the server's backpressure reads as ``stream.features``: frames of
-    audio in segments that are ready but not yet decoded."""
-
-    def __init__(self, stream: TdtStream) -> None:
-        self._stream = stream
-
-    @property
-    def num_frames_ready(self) -> int:
-        s = self._stream
-        return s.num_processed_frames + sum((g.end - g.start) // _HOP for g, _ in s.ready)
-
-    @property
-    def finished(self) -> bool:
-        return self._stream.vad.finished
-
-
 class TdtStream:
     """One audio stream of a :class:`TdtRecognizer` (created by its
     :meth:`~TdtRecognizer.create_stream`). Same surface as
@@ -390,7 +374,6 @@ class TdtStream:
         self.vad = vad
         self.decoding = decoding
         self.endpoint = endpoint
-        self.features = _Backlog(self)
         self.ready: deque[tuple[SpeechSegment, FloatArray]] = deque()
         self.decoded: list[_Decoded] = []  # since the last reset
         self.segment = 0
@@ -519,6 +502,25 @@ class TdtRecognizer:
         """A VAD segment has closed and waits to be decoded."""
         return bool(stream.ready)
 
+    def backlog_s(self, stream: TdtStream) -> float:
+        """Seconds of audio in closed VAD segments not decoded yet."""
+        return sum(seg.end - seg.start for seg, _ in stream.ready) / self._rate
+
+    def decoded_s(self, stream: TdtStream) -> float:
+        """Seconds of audio the last :meth:`decode_streams` decoded for ``stream``
+        (one VAD segment)."""
+        return (
+            (stream.decoded[-1].end - stream.decoded[-1].start) / self._rate
+            if stream.decoded
+            else 0.0
+        )
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a stream's result can depend on its batch mates (int8 graphs
+        with per-tensor dynamic activation scales)."""
+        return any(g.batch_dependent for g in self.model.graphs().values())
+
     def decode_streams(self, streams: Iterable[TdtStream]) -> int:
         """Decode one ready segment of every ready stream in one batch.
 
@@ -533,7 +535,6 @@ class TdtRecognizer:
                 s.segment_start_frame = seg.start // _HOP
             s.decoded.append(_Decoded(seg.start, seg.end, toks, frames))
             s.num_processed_frames = max(s.num_processed_frames, seg.end // _HOP)
-        self.model.chunk_shift = round(sum(x.size for _, x in items) / _HOP / len(items))
         return len(ready)
 
     def decode_stream(self, stream: TdtStream) -> None:

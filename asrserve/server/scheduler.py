@@ -206,8 +206,7 @@ class Scheduler:
         """Update the slot's backlog; True when it has work for another step."""
         rec, s = self.recognizer, slot.stream
         assert s is not None
-        unprocessed = s.features.num_frames_ready - s.num_processed_frames
-        slot.backlog_s = max(0, unprocessed) * rec.frame_shift_s
+        slot.backlog_s = rec.backlog_s(s)
         # input held back behind a flush that just ended must be taken
         # now: nothing else may wake the lane (the reader may be paused
         # by backpressure on exactly that input)
@@ -277,8 +276,9 @@ class Scheduler:
                     outcomes.setdefault(id(slot), []).append(
                         Outcome("error", error=err, fatal=True)
                     )
-        chunk_s = self.recognizer.model.chunk_shift * self.recognizer.frame_shift_s
-        self.metrics.observe_batch(len(streams), time.perf_counter() - t0, chunk_s * len(streams))
+        elapsed = time.perf_counter() - t0
+        audio_s = sum(self.recognizer.decoded_s(s) for s in streams)
+        self.metrics.observe_batch(len(streams), elapsed, audio_s)
 
     def _report(self, slot: StreamSlot) -> list[Outcome]:
         """What the slot's client should hear after this step's rounds
