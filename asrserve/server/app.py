@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -31,7 +32,7 @@ from asrserve.config import ServerConfig
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.selfcheck import check_model
 from asrserve.errors import ConfigError
-from asrserve.logs import ACCESS_LOGGER
+from asrserve.logs import ACCESS_LOGGER, redact
 from asrserve.server.auth import (
     Quota,
     TokenStore,
@@ -77,17 +78,32 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 """One line per HTTP request and per WebSocket session (see :class:`_Access`)."""
 
 
+_QUOTED = re.compile(r"""(bytearray\(|\bb['"]|['"]).*""", re.DOTALL)
+"""Where aiohttp's parser starts quoting the request (line, header or value)."""
+
+
+def parse_error_reason(exc: HttpProcessingError) -> str:
+    """What a malformed request did wrong, for the log: aiohttp's message
+    without the part of the request it quotes (which may hold a token in a
+    query or an ``Authorization`` header), redacted and cut to 100
+    characters; e.g. ``400 LineTooLong: Got more than 8190 bytes when reading``."""
+    message = " ".join(_QUOTED.sub("", str(exc.message or "")).split()).strip(" :.^")
+    message = redact(message)[:100]
+    return f"{exc.code} {type(exc).__name__}" + (f": {message}" if message else "")
+
+
 class _ClientErrorsAsInfo(logging.Filter):
     """aiohttp logs every malformed request (a client's fault, answered 400) at
-    ERROR with a traceback; make that one INFO line. Handler failures (500)
-    keep their traceback."""
+    ERROR with a traceback; make that one INFO line that never quotes the
+    request (see :func:`parse_error_reason`). Handler failures (500) keep
+    their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and exc.code < 500:
-            detail = " ".join(f"{exc.code} {exc.message}".split())[:200]
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg, record.args = "refused a malformed request from %s: %s", (remote, detail)
+            record.msg = "refused a malformed request from %s: %s"
+            record.args = (str(remote)[:64], parse_error_reason(exc))
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None
         return True

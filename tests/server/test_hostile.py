@@ -433,3 +433,45 @@ def test_out_of_file_descriptors_is_one_line_and_a_low_pending_cap_keeps_probes_
     assert all(answered), answered
     assert "Traceback" not in log_text
     assert "accept" not in log_text
+
+
+# --- 3. malformed requests that carry a token ------------------------------------------
+_T = TOKEN.encode()
+MALFORMED_WITH_TOKEN = {
+    "request line over 8190 bytes": b"GET /?token=" + _T + b"&x=" + b"a" * 9000
+    + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "\\x01 in Authorization": b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + _T
+    + b"\x01\r\n\r\n",
+    "oversized header": b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + _T
+    + b"x" * 9000 + b"\r\n\r\n",
+    "bad HTTP version": b"GET /?token=" + _T + b" HTTP/9.9\r\nHost: x\r\n\r\n",
+    "space in the target": b"GET /a b?token=" + _T + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad method": b"G\x01T /?token=" + _T + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", list(MALFORMED_WITH_TOKEN))
+def test_malformed_requests_never_log_their_token(
+    recognizer: asrserve.Recognizer, caplog: pytest.LogCaptureFixture, what: str
+) -> None:
+    """aiohttp's parse errors quote the request line or header; the INFO line
+    names the error class and reason only: the token is in no record, raw or
+    through the text and JSON formatters."""
+    from asrserve.logs import make_formatter
+
+    async def body(server: AsrServer, _: str) -> None:
+        reply = await asyncio.to_thread(raw_request, server.port, MALFORMED_WITH_TOKEN[what])
+        assert reply.startswith(b"HTTP/1.0 400") or reply.startswith(b"HTTP/1.1 400"), reply[:80]
+
+    with caplog.at_level(logging.DEBUG):
+        serve(recognizer, body, auth_token_file=None)
+    refused = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in caplog.records]
+    print(what, "->", refused[0].getMessage())
+    formatted = [caplog.text] + [
+        make_formatter(fmt).format(r) for fmt in ("text", "json") for r in caplog.records
+    ]
+    for text_ in formatted:
+        assert TOKEN not in text_
+        assert TOKEN[:8] not in text_  # not even cut short
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
