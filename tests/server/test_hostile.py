@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -18,12 +19,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import asrserve
 from asrserve.config import ServerConfig
 from asrserve.server.app import AsrServer
-from tests.server.test_fuzz import REALTIME, WAVS, Good, encode, run_good, text
+from tests.server.test_fuzz import (
+    BINARY,
+    PING,
+    REALTIME,
+    WAVS,
+    Frame,
+    Good,
+    encode,
+    run_good,
+    text,
+)
 from tests.server.test_http import TOKEN, recognizer, request, serve
 
 __all__ = ["recognizer"]  # the module-scoped fixture, shared with test_http
@@ -475,3 +487,65 @@ def test_malformed_requests_never_log_their_token(
         assert TOKEN not in text_
         assert TOKEN[:8] not in text_  # not even cut short
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- 4. resets mid-request -------------------------------------------------------------
+def _reset(s: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets a TCP RST."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_a_reset_mid_upload_or_mid_stream_is_no_traceback(
+    recognizer: asrserve.Recognizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that resets its connection halfway through an upload, a
+    WebSocket frame, a stream with results in flight or right after a ping
+    costs at most one INFO/DEBUG line: no ERROR record, no traceback."""
+    audio = np.zeros(16000, dtype=np.float32).tobytes()
+
+    def upload(port: int) -> None:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            + b"x"
+            * 1000
+        )
+        time.sleep(0.3)
+        _reset(s)
+
+    def websocket(port: int, path: str, frames: list[bytes]) -> None:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        s.recv(4096)
+        for f in frames:
+            s.sendall(f)
+        time.sleep(0.3)
+        _reset(s)
+
+    half_frame = encode(Frame(BINARY, audio))[:5000]
+    start = encode(text(json.dumps({"type": "start"})))
+    pings = [encode(Frame(PING, b"p" * 125))] * 200
+
+    async def body(server: AsrServer, _: str) -> None:
+        port = server.port
+        await asyncio.to_thread(upload, port)
+        await asyncio.to_thread(websocket, port, "/", [half_frame])
+        await asyncio.to_thread(websocket, port, "/", [start, *[encode(Frame(BINARY, audio))] * 5])
+        await asyncio.to_thread(websocket, port, "/", [start, *pings])
+        await asyncio.to_thread(websocket, port, REALTIME, pings)
+        await asyncio.sleep(0.5)
+        assert not server._open
+
+    with caplog.at_level(logging.DEBUG):
+        serve(recognizer, body)
+    assert "Traceback" not in caplog.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
