@@ -61,6 +61,8 @@ class EncoderModel(Protocol):
     that consumes ``encoder_out`` is the family's business (see
     :class:`asrserve.core.recognizer.Recognizer`'s ``search_factory``)."""
 
+    family: ClassVar[str]
+    """The family's name (``lstm``, ``zipformer2``, ``nemo_sherpa`` ...)."""
     chunk_size: int
     """Feature frames the encoder reads per chunk (including any left context)."""
     chunk_shift: int

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -152,7 +153,7 @@ def _dtype(session: Session, index: int) -> type[np.generic]:
 class SherpaNemoModel(BatchedStates):
     """Cache-aware encoder, LSTM prediction network and joiner as three graphs."""
 
-    family = "nemo_sherpa"
+    family: ClassVar[str] = "nemo_sherpa"
     reset_encoder_on_endpoint = True  # as sherpa-onnx does for NeMo models
 
     def graphs(self) -> dict[str, Session]:

@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -204,7 +204,7 @@ def _dtype(session: Session, name: str) -> type[np.generic]:
 class NemoStreamingModel(BatchedStates):
     """Cache-aware FastConformer encoder + stateful RNN-T decoder/joint graph."""
 
-    family = "nemo_fastconformer"
+    family: ClassVar[str] = "nemo_fastconformer"
 
     def graphs(self) -> dict[str, Session]:
         return {"encoder": self.encoder, "decoder": self.decoder}

@@ -257,12 +257,8 @@ def model_summary(recognizer: Recognizer) -> tuple[str, str]:
     agree, else ``mixed (encoder int8, decoder fp32 …)``; ``unknown`` when
     the model names no files."""
     model = recognizer.model
-    family = str(getattr(type(model), "family", "") or type(model).__name__)
-    precisions: dict[str, str] = {}
-    for role, value in vars(model).items():
-        path = getattr(value, "path", None)
-        if isinstance(path, str | Path) and callable(getattr(value, "run", None)):
-            precisions[role.lstrip("_")] = _precision_of(Path(path))
+    family = model.family or type(model).__name__
+    precisions = {role: _precision_of(Path(g.path)) for role, g in model.graphs().items()}
     kinds = sorted(set(precisions.values()))
     if not kinds:
         return family, "unknown"

@@ -293,6 +293,9 @@ def test_model_summary_reads_precision_from_file_names(tmp_path: Path) -> None:
         def __init__(self, *names: str) -> None:
             self.encoder, self.decoder = (Graph(tmp_path / n) for n in names)
 
+        def graphs(self) -> dict[str, Graph]:
+            return {"encoder": self.encoder, "decoder": self.decoder}
+
     class Rec:
         def __init__(self, model: Model) -> None:
             self.model = model
