@@ -19,6 +19,7 @@ from asrserve.errors import AsrServeError
 from asrserve.model_args import add_model_args, load_from_args
 
 if TYPE_CHECKING:
+    from asrserve.config import ServerConfig
     from asrserve.core.segments import Segment
 
 log = logging.getLogger("asrserve")
@@ -364,47 +365,35 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The :class:`ServerConfig` of ``serve``'s options: every field from the
+    option of the same name, but for the three whose options take other units
+    or repeat."""
+    from dataclasses import fields
+
+    from asrserve.config import ServerConfig
+
+    special: dict[str, Any] = {
+        "max_upload_bytes": max(1, int(args.max_upload_mb * 2**20)),
+        "trusted_proxies": tuple(args.trusted_proxy),
+        "allowed_origins": tuple(args.allowed_origin),
+    }
+    values = {
+        f.name: special[f.name] if f.name in special else getattr(args, f.name)
+        for f in fields(ServerConfig)
+    }
+    return ServerConfig(**values).validate()
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
+    from asrserve.config import EndpointConfig, EndpointRule
     from asrserve.errors import ConfigError
     from asrserve.logs import configure as configure_logging
     from asrserve.server.app import run_server
 
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        sample_rate=args.sample_rate,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        decode_threads=args.decode_threads,
-        max_connections=args.max_connections,
-        max_message_bytes=args.max_message_bytes,
-        max_backlog_s=args.max_backlog_s,
-        idle_timeout_s=args.idle_timeout_s,
-        max_session_s=args.max_session_s,
-        shutdown_timeout_s=args.shutdown_timeout_s,
-        max_audio_s=args.max_audio_s,
-        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
-        upload_workers=args.upload_workers,
-        max_queued_uploads=args.max_queued_uploads,
-        max_connections_per_ip=args.max_connections_per_ip,
-        max_streams_per_token=args.max_streams_per_token,
-        trusted_proxies=tuple(args.trusted_proxy),
-        max_session_cost=args.max_session_cost,
-        max_total_cost=args.max_total_cost,
-        auth_token_file=args.auth_token_file,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        allowed_origins=tuple(args.allowed_origin),
-        max_pending_messages=args.max_pending_messages,
-        max_pending_bytes=args.max_pending_bytes,
-        header_timeout_s=args.header_timeout_s,
-        body_timeout_s=args.body_timeout_s,
-        max_pending_connections=args.max_pending_connections,
-        isolate_batches=args.isolate_batches,
-    ).validate()
+    config = server_config(args)
     endpoint = EndpointConfig(
         enabled=not args.no_endpoint,
         rule1=EndpointRule(False, args.rule1_min_trailing_silence, 0.0),

@@ -88,3 +88,17 @@ def test_defaults_are_not_shown_twice() -> None:
             if action.help and action.help is not argparse.SUPPRESS:
                 expanded = formatter._expand_help(action)
                 assert expanded.count("(default:") <= 1, f"{prog}: {expanded}"
+
+
+def test_every_server_config_field_has_a_serve_option() -> None:
+    """ServerConfig's fields are read from serve's options by name (cli.server_config):
+    a field without an option would fail there, so each one needs one."""
+    from dataclasses import fields
+
+    from asrserve.cli import server_config
+    from asrserve.config import ServerConfig
+
+    args = build_parser().parse_args(["serve"])
+    assert server_config(args) == ServerConfig()  # the options' defaults are the config's
+    missing = [f.name for f in fields(ServerConfig) if not hasattr(args, f.name)]
+    assert missing == ["max_upload_bytes", "trusted_proxies", "allowed_origins"]
