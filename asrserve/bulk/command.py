@@ -95,6 +95,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="also write the summary here as JSON (default: printed only)",
     )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument(
+        "--endpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="split each transcript into segments at pauses, as 'transcribe --endpointing' "
+        "(each line's 'segments' lists them)",
+    )
     p.set_defaults(func=run_bulk_command)
 
 
@@ -144,6 +151,7 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         num_threads=args.num_threads,
         precision=args.precision,
         decoding=decoding_config(args),
+        endpointing=args.endpointing,
     )
     if args.engine == "ray":
         from asrserve.bulk.engines.ray_engine import RayEngine, import_ray

@@ -110,13 +110,17 @@ def assemble(item: Item, pieces: Sequence[PieceResult]) -> dict[str, Any]:
             "rtf": None,
             "error": errors[0],
             "warning": None,
+            "segments": [],
         }
     if len(pieces) == 1:
         tokens, stamps = list(pieces[0].tokens), list(pieces[0].timestamps)
+        segments = pieces[0].segments
     else:
         tokens, stamps = stitch(
             [PieceWords(p.start_s, p.end_s, p.tokens, p.timestamps) for p in pieces]
         )
+        # a segment belongs to the piece whose span holds its start (pieces overlap)
+        segments = [s for p in pieces for s in p.segments if p.start_s <= s["start"] < p.end_s]
     duration = pieces[0].duration_s
     decode = sum(p.decode_s for p in pieces)
     return {
@@ -129,6 +133,7 @@ def assemble(item: Item, pieces: Sequence[PieceResult]) -> dict[str, Any]:
         "rtf": round(decode / duration, 4) if duration > 0 else None,
         "error": None,
         "warning": next((p.warning for p in pieces if p.warning is not None), None),
+        "segments": segments,
     }
 
 

@@ -21,7 +21,18 @@ from asrserve.errors import ConfigError
 
 log = logging.getLogger("asrserve.bulk")
 
-FIELDS = ("id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error", "warning")
+FIELDS = (
+    "id",
+    "audio",
+    "text",
+    "tokens",
+    "timestamps",
+    "duration",
+    "rtf",
+    "error",
+    "warning",
+    "segments",
+)
 
 
 class JsonlSink:

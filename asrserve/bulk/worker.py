@@ -29,6 +29,8 @@ class ModelSpec:
     num_threads: int = 1
     precision: str = "auto"
     decoding: DecodingConfig | None = None
+    endpointing: bool = False
+    """Split transcripts into segments at pauses (as ``transcribe --endpointing``)."""
 
     def load(self) -> Any:
         import asrserve
@@ -39,6 +41,7 @@ class ModelSpec:
             num_threads=self.num_threads,
             precision=self.precision,
             decoding=self.decoding,
+            endpoint=asrserve.EndpointConfig(enabled=self.endpointing),
         )
 
 
@@ -72,6 +75,9 @@ class PieceResult:
     error: str | None = None
     fatal: bool = False
     warning: str | None = None  # decoded, but something is off (a truncated file)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    """The core's segments (:meth:`asrserve.core.segments.Segment.to_dict`), in
+    seconds from the file's start."""
 
 
 def failed(task: Task, message: str, fatal: bool = False) -> PieceResult:
@@ -122,26 +128,19 @@ class Worker:
         path = local_path(task.location)
         if task.count == 1:
             samples = load_audio(path, rate)
-            res = rec.transcribe(samples, rate)
             duration = samples.size / rate
-            return PieceResult(
-                task.item_id,
-                0,
-                1,
-                list(res.tokens),
-                list(res.timestamps),
-                0.0,
-                duration,
-                duration,
-            )
+            parts = [s.to_dict() for s in rec.transcribe_segments(samples, rate)]
+            return _piece(task, parts, 0.0, duration, duration)
         d, k, n = task.duration_s, task.piece, task.count
         start = 0.0 if k == 0 else self._cut(path, d, n, k)
         end = d if k == n - 1 else self._cut(path, d, n, k + 1)
         a = max(0.0, start - self.split.overlap_s)
         b = min(d, end + self.split.overlap_s)
-        res = rec.transcribe(read_span(path, a, b, rate), rate)
-        stamps = [round(a + t, 3) for t in res.timestamps]
-        return PieceResult(task.item_id, k, n, list(res.tokens), stamps, start, end, d)
+        parts = [
+            _shifted(s.to_dict(), a)
+            for s in rec.transcribe_segments(read_span(path, a, b, rate), rate)
+        ]
+        return _piece(task, parts, start, end, d)
 
     def _cut(self, path: Any, duration: float, count: int, k: int) -> float:
         """Where piece ``k`` starts (seconds): see :mod:`asrserve.bulk.split`."""
@@ -160,6 +159,26 @@ class Worker:
         target = round((nominal - lo) * SAMPLE_RATE)
         at = quietest_point(np.asarray(probs), cfg.low, WINDOW, target)
         return round(lo + at / SAMPLE_RATE, 4)
+
+
+def _shifted(segment: dict[str, Any], by: float) -> dict[str, Any]:
+    """A piece's segment in seconds from the file's start."""
+    return {
+        **segment,
+        "start": round(segment["start"] + by, 3),
+        "end": round(segment["end"] + by, 3),
+        "timestamps": [round(t + by, 3) for t in segment["timestamps"]],
+    }
+
+
+def _piece(
+    task: Task, parts: list[dict[str, Any]], start: float, end: float, duration: float
+) -> PieceResult:
+    tokens = [t for s in parts for t in s["tokens"]]
+    stamps = [t for s in parts for t in s["timestamps"]]
+    return PieceResult(
+        task.item_id, task.piece, task.count, tokens, stamps, start, end, duration, segments=parts
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -57,9 +57,16 @@ def test_equals_python_api_per_file(
         assert row["duration"] > 0
         assert 0 < row["rtf"] < 1
         assert set(row) == {
-            "id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error", "warning"
+            "id", "audio", "text", "tokens", "timestamps", "duration", "rtf", "error", "warning",
+            "segments",
         }  # fmt: skip
         assert row["warning"] is None
+        (seg,) = row["segments"]  # endpointing off: one segment, the whole transcript
+        assert (seg["text"], seg["tokens"], seg["timestamps"]) == (
+            row["text"],
+            row["tokens"],
+            row["timestamps"],
+        )
     for bad in ("corrupt.wav", "truncated.wav"):
         assert "cannot decode audio" in rows[bad]["error"]
         assert rows[bad]["text"] == ""

@@ -162,3 +162,21 @@ def test_websocket_both_dialects(
     got = [(m["text"], m["start"], m["end"], tuple(m["tokens"])) for m in finals]
     assert got == want
     assert [(m["text"], tuple(m["tokens"])) for m in sherpa] == [(t, k) for t, _, _, k in want]
+
+
+def test_bulk_segments(
+    audio: npt.NDArray[np.float32],
+    want: list[Row],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "two.wav", audio, RATE)
+    out = tmp_path / "r.jsonl"
+    argv = ["bulk", str(folder), "--out", str(out), "--workers", "1", "--endpointing"]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in line["segments"]]
+    assert got == want
