@@ -84,6 +84,22 @@ def feed_in_chunks(
     stream.input_finished()
 
 
+def audio_pieces(
+    samples: npt.NDArray[np.float32],
+    rate: int,
+    chunk_seconds: float,
+    progress: Callable[[float, float], None] | None,
+) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """``(rate, samples)`` pieces of ``chunk_seconds``, calling ``progress(done_s,
+    total_s)`` once each piece is consumed (what :func:`asrserve.core.segments.segments` feeds)."""
+    step = max(1, int(chunk_seconds * rate))
+    total = samples.size / rate
+    for begin in range(0, samples.size, step):
+        yield rate, samples[begin : begin + step]
+        if progress is not None:
+            progress(min(total, (begin + step) / rate), total)
+
+
 class Recognizer:
     """Shared by all streams of one model.
 
@@ -334,16 +350,7 @@ class Recognizer:
         every transport gives for the same audio: see :mod:`asrserve.core.segments`."""
         samples, rate = load_input(audio, sample_rate, self.feature_config.sample_rate)
         stream = self.create_stream(hotwords=hotwords, endpoint=endpoint)
-        step = max(1, int(chunk_seconds * rate))
-        total = samples.size / rate
-
-        def pieces() -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-            for begin in range(0, samples.size, step):
-                yield rate, samples[begin : begin + step]
-                if progress is not None:
-                    progress(min(total, (begin + step) / rate), total)
-
-        yield from segments(self, stream, pieces())
+        yield from segments(self, stream, audio_pieces(samples, rate, chunk_seconds, progress))
 
     # --- helpers ------------------------------------------------------------
     @staticmethod

@@ -47,8 +47,8 @@ from asrserve.audio import to_float32
 from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig, normalize_method
 from asrserve.core.events import Result
-from asrserve.core.recognizer import feed_in_chunks, load_input
-from asrserve.core.segments import Segment, joined
+from asrserve.core.recognizer import audio_pieces, load_input
+from asrserve.core.segments import Segment, joined, segments
 from asrserve.core.stream import InputRate
 from asrserve.decoding.tdt import JointState, TdtGreedySearch, TdtJoint
 from asrserve.decoding.tokens import SymbolTable
@@ -613,7 +613,10 @@ class TdtRecognizer:
     def get_result(self, stream: TdtStream, is_final: bool = False) -> Result:
         """The segments decoded since the last :meth:`reset` (one, when
         endpointing is on and the caller resets at each endpoint)."""
-        start = stream.segment_start_frame * self.frame_shift_s
+        if stream.decoded:  # where the first VAD segment starts, to the sample
+            start = stream.decoded[0].start / self._rate
+        else:
+            start = stream.segment_start_frame * self.frame_shift_s
         return self._segment_result(stream.decoded, stream.segment, start, is_final)
 
     def is_endpoint(self, stream: TdtStream) -> bool:
@@ -655,21 +658,7 @@ class TdtRecognizer:
         speech, lazily, as the audio is consumed ``chunk_seconds`` at a time."""
         samples, rate = load_input(audio, sample_rate, self._rate)
         stream = self.create_stream(endpoint=replace(self.endpoint, enabled=True))
-        index = 0
-
-        def drain() -> Iterator[Segment]:
-            nonlocal index
-            while self.decode_streams([stream]):
-                (d,) = stream.decoded
-                stream.decoded = []
-                if d.tokens:
-                    result = self._segment_result([d], index, d.start / self._rate, True)
-                    yield Segment(result, d.end / self._rate)
-                    index += 1
-
-        for _ in feed_in_chunks(stream, samples, rate, chunk_seconds, progress):
-            yield from drain()
-        yield from drain()
+        yield from segments(self, stream, audio_pieces(samples, rate, chunk_seconds, progress))
 
     def transcribe(
         self,

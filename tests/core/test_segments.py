@@ -28,7 +28,7 @@ from asrserve.clients.mic import LiveDisplay, transcribe_local
 from asrserve.config import EndpointConfig
 from asrserve.core.segments import Segment
 from asrserve.server.openai_api import transcribe_segments
-from tests.conftest import BUILTIN, read_wav
+from tests.conftest import BUILTIN, FIXTURE_MODELS, SHARED_MODELS, TINY_LSTM_NCNN, read_wav
 
 RATE = 16000
 ENDPOINTING = EndpointConfig(enabled=True)  # sherpa-onnx's default rules
@@ -180,3 +180,38 @@ def test_bulk_segments(
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
     got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in line["segments"]]
     assert got == want
+
+
+OTHER_MODELS = {
+    "zipformer2-tiny": FIXTURE_MODELS / "zipformer2-tiny",
+    "ncnn-lstm": TINY_LSTM_NCNN,
+    "parakeet-tdt-tiny": FIXTURE_MODELS / "parakeet-tdt-tiny",
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_MODELS))
+def test_other_families_cut_any_way(
+    name: str, audio: npt.NDArray[np.float32], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a Zipformer2 fixture, the ncnn backend and Parakeet TDT
+    (VAD-segmented): the Python API in every piece size, the mic path and the
+    HTTP API's segments all equal the whole-file segments."""
+    path = OTHER_MODELS[name]
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    monkeypatch.setenv("ASRSERVE_VAD_MODEL", str(SHARED_MODELS / "silero-vad" / "silero_vad.onnx"))
+    rec = asrserve.load_model(path, endpoint=ENDPOINTING)
+    want = rows(list(rec.transcribe_segments(audio, RATE, chunk_seconds=100.0)))
+    assert want, f"{name}: no segment at all, the comparison would prove nothing"
+    for piece_s in PIECES_S:
+        got = rows(list(rec.transcribe_segments(audio, RATE, chunk_seconds=piece_s)))
+        assert got == want, (name, "api", piece_s)
+        source: Any = _Blocks(audio, piece_s)
+        finals = asyncio.run(transcribe_local(rec, source, LiveDisplay(partials=False)))
+        assert finals == [text for text, *_ in want], (name, "mic", piece_s)
+    t = transcribe_segments(rec, audio, RATE)
+    http = [
+        (r.text, r.start_time, round(e, 3), tuple(r.tokens))
+        for r, e in zip(t.segments, t.ends, strict=True)
+    ]
+    assert http == want, (name, "http")
