@@ -13,6 +13,7 @@ from pathlib import Path
 from asrserve.backends.base import BackendOptions
 from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig
 from asrserve.core.events import Result
+from asrserve.core.interfaces import AnyRecognizer, SpeechRecognizer
 from asrserve.core.recognizer import Recognizer
 from asrserve.core.stream import Stream
 from asrserve.errors import (
@@ -37,6 +38,7 @@ __all__ = [
     "ProtocolError",
     "Recognizer",
     "Result",
+    "SpeechRecognizer",
     "Stream",
     "builtin_model_dir",
     "load_model",
@@ -95,8 +97,11 @@ def load_model(
     endpoint: EndpointConfig | None = None,
     tail_padding_s: float | None = None,
     spin: bool = True,
-) -> Recognizer:
-    """Load a transducer model directory (or catalog name) into a :class:`Recognizer`.
+) -> AnyRecognizer:
+    """Load a model directory (or catalog name): a :class:`Recognizer` for
+    streaming transducers, the VAD-segmented offline recognizer for Parakeet TDT
+    and sherpa-onnx's offline NeMo transducers; both are an
+    :class:`~asrserve.core.interfaces.SpeechRecognizer`.
 
     ``spin=False`` keeps idle inference threads from busy-waiting (servers)."""
     model_dir = resolve_model_dir(path_or_name)
@@ -105,5 +110,5 @@ def load_model(
 
     files = _catalog_layout(path_or_name)
     options = LoadOptions(backend, precision, decoding, endpoint, tail_padding_s, files)
-    recognizer: Recognizer = find_layout(model_dir).load(model_dir, options)
+    recognizer: AnyRecognizer = find_layout(model_dir).load(model_dir, options)
     return recognizer

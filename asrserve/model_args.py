@@ -13,7 +13,7 @@ from asrserve.backends.base import PROVIDERS
 from asrserve.config import DecodingConfig, normalize_method
 
 if TYPE_CHECKING:
-    from asrserve.core.recognizer import Recognizer
+    from asrserve.core.interfaces import AnyRecognizer
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ def warn_if_demo_model(model: str | None) -> None:
         print(DEMO_NOTICE.format(name=asrserve.DEFAULT_MODEL), file=sys.stderr)
 
 
-def load_from_args(args: argparse.Namespace, **options: Any) -> Recognizer:
+def load_from_args(args: argparse.Namespace, **options: Any) -> AnyRecognizer:
     """The model of the model options, checked (its files must belong together);
     ``options`` go to :func:`asrserve.load_model`."""
     import asrserve

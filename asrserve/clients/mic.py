@@ -21,7 +21,7 @@ from asrserve.clients.ws_client import Message, stream_to_server
 from asrserve.core.segments import Segment, decode_ready, finish
 
 if TYPE_CHECKING:
-    from asrserve.core.recognizer import Recognizer
+    from asrserve.core.interfaces import AnyRecognizer
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class LiveDisplay:
 
 
 async def transcribe_local(
-    recognizer: Recognizer, source: AudioSource, display: LiveDisplay
+    recognizer: AnyRecognizer, source: AudioSource, display: LiveDisplay
 ) -> list[str]:
     """Decode ``source`` with ``recognizer`` as it arrives; return the final texts.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from asrserve.backends.base import TensorInfo
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.errors import ModelLoadError
 
 
@@ -19,7 +19,7 @@ def _width(info: TensorInfo) -> int | None:
     return last if isinstance(last, int) and last > 0 else None
 
 
-def check_model(recognizer: Recognizer) -> None:
+def check_model(recognizer: AnyRecognizer) -> None:
     """Fail at startup, in one line, when the model's files load but do not fit
     together (a file swapped for another model's): compare the widths the
     graphs declare, then decode a second of silence. Without this the server

@@ -473,6 +473,8 @@ class TdtRecognizer:
         self.frame_shift_s = _HOP / 16000
         self.output_frame_s = self.frame_shift_s * model.subsampling_factor
         self.tail_padding_s = 0.0
+        self.isolate_batches = False
+        """Decode stream by stream when the graphs are batch-dependent (int8)."""
         self._searches: dict[tuple[float, int], TdtGreedySearch] = {}
         self._search(self.decoding)
 
@@ -528,6 +530,9 @@ class TdtRecognizer:
         ready = [s for s in streams if s.ready]
         if not ready:
             return 0
+        if self.isolate_batches and len(ready) > 1 and self.batch_dependent:
+            # no stream's audio may touch another's result
+            return sum(self.decode_streams([s]) for s in ready)
         items = [s.ready.popleft() for s in ready]
         tokens = self._recognize([x for _, x in items], [s.decoding for s in ready])
         for s, (seg, _), (toks, frames) in zip(ready, items, tokens, strict=True):

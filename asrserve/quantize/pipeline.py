@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asrserve.core.interfaces import AnyRecognizer
+from asrserve.core.recognizer import Recognizer
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.files import ModelFiles, find_model_files
 from asrserve.quantize.calibration import CalibrationSet, audio_files, record_feeds
@@ -191,7 +193,9 @@ def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> Quan
     if needs_calib and not calib_audio:
         raise ConfigError(f"--to {opts.mode} needs calibration audio (--calib FILE_OR_DIR ...)")
 
-    reference = asrserve.load_model(model_dir, precision="fp32", num_threads=opts.num_threads)
+    reference = _transducer(
+        asrserve.load_model(model_dir, precision="fp32", num_threads=opts.num_threads), model_dir
+    )
     calib = (
         record_feeds(reference, calib_audio, max_feeds=opts.max_feeds, progress=opts.progress)
         if needs_calib
@@ -267,7 +271,7 @@ def _measure(
     import asrserve
 
     try:
-        candidate = asrserve.load_model(work, num_threads=opts.num_threads)
+        candidate = _transducer(asrserve.load_model(work, num_threads=opts.num_threads), work)
     except ModelLoadError as exc:
         raise ModelLoadError(f"the converted model does not load: {exc}") from exc
     new_files = find_model_files(work)
@@ -347,3 +351,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"{verdict}"
         )
     return "\n".join(lines)
+
+
+def _transducer(recognizer: AnyRecognizer, model_dir: Path) -> Recognizer:
+    """The streaming transducer recognizer calibration and evaluation drive."""
+    if not isinstance(recognizer, Recognizer):
+        raise ModelLoadError(
+            f"{model_dir}: quantize works on streaming transducer models; "
+            f"{recognizer.model.family} is not one"
+        )
+    return recognizer

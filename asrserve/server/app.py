@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from asrserve._compat import timeout
 from asrserve.config import ServerConfig
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.selfcheck import check_model
 from asrserve.errors import ConfigError
 from asrserve.logs import ACCESS_LOGGER, redact
@@ -249,7 +249,7 @@ _ACCESS: ContextVar[_Access | None] = ContextVar("asrserve_access", default=None
 access middleware; handlers add what they know)."""
 
 
-def model_summary(recognizer: Recognizer) -> tuple[str, str]:
+def model_summary(recognizer: AnyRecognizer) -> tuple[str, str]:
     """The family and precision of a loaded model, for the startup line.
 
     Precision is read from the names of the graph files the model holds
@@ -350,7 +350,7 @@ class AsrServer:
 
     def __init__(
         self,
-        recognizer: Recognizer,
+        recognizer: AnyRecognizer,
         config: ServerConfig | None = None,
         defaults: SessionConfig | None = None,
         *,
@@ -1084,7 +1084,7 @@ class AsrServer:
 
 
 async def run_server(
-    recognizer: Recognizer,
+    recognizer: AnyRecognizer,
     config: ServerConfig,
     *,
     check: bool = True,

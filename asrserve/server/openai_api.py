@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from asrserve.audio import check_upload_header, upload_blocks
 from asrserve.config import EndpointConfig, ServerConfig
 from asrserve.core.events import Result
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.segments import segments
 from asrserve.core.stream import segment_end
 from asrserve.errors import AudioFormatError, AudioLimitError
@@ -110,7 +110,7 @@ class UploadCancelled(Exception):  # noqa: N818 - the client left, not an error 
 
 
 def transcribe_segments(
-    recognizer: Recognizer, samples: npt.NDArray[np.float32], rate: int
+    recognizer: AnyRecognizer, samples: npt.NDArray[np.float32], rate: int
 ) -> Transcript:
     """Decode ``samples`` as one stream, a segment per endpoint (sherpa's rules)."""
     step = max(1, int(_CHUNK_S * rate))
@@ -119,7 +119,7 @@ def transcribe_segments(
 
 
 def transcribe_pieces(
-    recognizer: Recognizer,
+    recognizer: AnyRecognizer,
     pieces: Iterable[tuple[int, npt.NDArray[np.float32]]],
     cancelled: threading.Event | None = None,
 ) -> Transcript:
@@ -292,7 +292,7 @@ class TranscriptionsRoute:
 
     def __init__(
         self,
-        recognizer: Recognizer,
+        recognizer: AnyRecognizer,
         executor: concurrent.futures.Executor,
         config: ServerConfig,
         model: str,

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.core.events import Result
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.segments import after_chunk, close_segment
 from asrserve.core.stream import Stream, segment_end
 from asrserve.errors import AsrServeError
@@ -110,7 +110,7 @@ class Scheduler:
     """Owns the recognizer and the list of live slots (decode thread only,
     apart from :meth:`add`)."""
 
-    def __init__(self, recognizer: Recognizer, max_batch_size: int, metrics: Metrics) -> None:
+    def __init__(self, recognizer: AnyRecognizer, max_batch_size: int, metrics: Metrics) -> None:
         self.recognizer = recognizer
         self.max_batch_size = max_batch_size
         self.metrics = metrics
