@@ -41,8 +41,6 @@ Everything past the graphs — Silero VAD segmentation, batching, results — is
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +50,7 @@ import numpy.typing as npt
 
 from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import FeatureConfig
+from asrserve.decoding.decoder_memo import DecoderMemo
 from asrserve.decoding.tdt import JointState
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
@@ -156,9 +155,7 @@ class _SplitJoint:
         self._length_type = _np_type(decoder, 1)
         self._join_in = [t.name for t in joiner.inputs]
         self._join_out = [joiner.outputs[0].name]
-        self._memo: OrderedDict[bytes, tuple[FloatArray, FloatArray, FloatArray]] = OrderedDict()
-        self._memo_lock = threading.Lock()
-        self._memo_size = 4096
+        self._memo = DecoderMemo(4096)
 
     @property
     def batch_dependent(self) -> bool:
@@ -196,37 +193,14 @@ class _SplitJoint:
         return np.asarray(out, dtype=np.float32).reshape(p, -1)
 
     def _decoded(self, targets: IntArray, state: JointState) -> tuple[FloatArray, JointState]:
-        p = targets.shape[0]
-        keys = [
-            int(targets[i]).to_bytes(8, "little", signed=True)
-            + state[0][:, i].tobytes()
-            + state[1][:, i].tobytes()
-            for i in range(p)
-        ]
-        with self._memo_lock:
-            hits = [self._memo.get(k) for k in keys]
-            for k, h in zip(keys, hits, strict=True):
-                if h is not None:
-                    self._memo.move_to_end(k)
-        miss = [i for i, h in enumerate(hits) if h is None]
-        if miss:
+        def rows(miss: list[int]) -> tuple[FloatArray, list[FloatArray]]:
             groups = [[i] for i in miss] if self.batch_dependent else [miss]
-            rows = [self.run_decoder(targets[g], (state[0][:, g], state[1][:, g])) for g in groups]
-            dec = np.concatenate([r[0] for r in rows])
-            nxt = tuple(np.concatenate([r[1][k] for r in rows], axis=1) for k in range(2))
-            with self._memo_lock:
-                for j, i in enumerate(miss):
-                    entry = (dec[j], nxt[0][:, j], nxt[1][:, j])
-                    hits[i] = entry
-                    self._memo[keys[i]] = entry
-                while len(self._memo) > self._memo_size:
-                    self._memo.popitem(last=False)
-        found = [h for h in hits if h is not None]
-        decoder_out = np.stack([h[0] for h in found])
-        return decoder_out, (
-            np.stack([h[1] for h in found], axis=1),
-            np.stack([h[2] for h in found], axis=1),
-        )
+            runs = [self.run_decoder(targets[g], (state[0][:, g], state[1][:, g])) for g in groups]
+            dec = np.concatenate([r[0] for r in runs])
+            return dec, [np.concatenate([r[1][k] for r in runs], axis=1) for k in range(2)]
+
+        decoder_out, nxt = self._memo.outputs(targets, state, rows)
+        return decoder_out, tuple(nxt)
 
     def run(
         self, encoder_frames: FloatArray, targets: IntArray, state: JointState

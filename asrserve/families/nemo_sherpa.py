@@ -38,9 +38,7 @@ input) are refused.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +49,7 @@ import numpy.typing as npt
 from asrserve.backends import BackendOptions, Session, open_session
 from asrserve.config import DecodingConfig, FeatureConfig, normalize_method
 from asrserve.core.recognizer import Recognizer
+from asrserve.decoding.decoder_memo import DecoderMemo
 from asrserve.decoding.nemo_beam import NemoBeamSearch
 from asrserve.decoding.rnnt import DecoderStates, RnntGreedySearch
 from asrserve.decoding.search import Search
@@ -218,9 +217,7 @@ class SherpaNemoModel(BatchedStates):
         self._dec_outputs = [t.name for t in decoder.outputs]
         self._enc_names = names
         self._join_names = [t.name for t in joiner.inputs]
-        self._memo: OrderedDict[bytes, tuple[FloatArray, list[FloatArray]]] = OrderedDict()
-        self._memo_lock = threading.Lock()
-        self._memo_size = 1024
+        self._memo = DecoderMemo(1024)
 
     # --- graphs -------------------------------------------------------------------
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
@@ -283,30 +280,11 @@ class SherpaNemoModel(BatchedStates):
         reading ``tokens`` from ``states``, and the states after them. Decoder
         outputs are remembered by (token, states), so a hypothesis that stays on
         blank does not re-run the prediction network frame after frame."""
-        p = tokens.shape[0]
-        keys = [
-            int(tokens[i]).to_bytes(8, "little", signed=True)
-            + b"".join(np.ascontiguousarray(s[:, i]).tobytes() for s in states)
-            for i in range(p)
-        ]
-        with self._memo_lock:
-            hits = [self._memo.get(k) for k in keys]
-            for k, h in zip(keys, hits, strict=True):
-                if h is not None:
-                    self._memo.move_to_end(k)
-        miss = [i for i, h in enumerate(hits) if h is None]
-        if miss:
-            dec, nxt = self.run_decoder(tokens[miss], [s[:, miss] for s in states])
-            with self._memo_lock:
-                for j, i in enumerate(miss):
-                    entry = (dec[j], [s[:, j] for s in nxt])
-                    hits[i] = entry
-                    self._memo[keys[i]] = entry
-                while len(self._memo) > self._memo_size:
-                    self._memo.popitem(last=False)
-        found = [h for h in hits if h is not None]
-        decoder_out = np.stack([h[0] for h in found])
-        next_states = [np.stack([h[1][k] for h in found], axis=1) for k in range(2)]
+
+        def rows(miss: list[int]) -> tuple[FloatArray, Sequence[FloatArray]]:
+            return self.run_decoder(tokens[miss], [s[:, miss] for s in states])
+
+        decoder_out, next_states = self._memo.outputs(tokens, states, rows)
         return self.run_joiner(encoder_frames, decoder_out), next_states
 
     def make_search(self, cfg: DecodingConfig) -> Search:
