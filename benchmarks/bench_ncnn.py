@@ -113,7 +113,7 @@ def ours(model_dir: Path, precision: str, method: str) -> asrserve.Recognizer:
 
 
 def run_ours(rec: asrserve.Recognizer, clips: Clips) -> list[list[int]]:
-    rec.decoder_cache._cache.clear()  # sherpa-ncnn runs its decoder every time
+    rec.model.decoder_cache._cache.clear()  # sherpa-ncnn runs its decoder every time
     out = []
     for x in clips:
         s = rec.create_stream()

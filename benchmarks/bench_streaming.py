@@ -209,7 +209,7 @@ def measure(
         # The recognizer memoises decoder outputs across streams; decoding the same
         # audio again would hit on every context, which sherpa-onnx cannot do.
         if not warm_cache:
-            ours.decoder_cache._cache.clear()
+            ours.model.decoder_cache._cache.clear()
 
     decoding = asrserve.DecodingConfig(method=method, beam=BEAM)  # type: ignore[arg-type]
     inp = floor_inputs(ours, audio, n, BEAM if method == "modified_beam" else 1)

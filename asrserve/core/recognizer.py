@@ -28,19 +28,15 @@ from asrserve.config import (
 from asrserve.core.events import Result
 from asrserve.core.segments import Segment, segments
 from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
-from asrserve.decoding.beam import ModifiedBeamSearch
-from asrserve.decoding.decoder_cache import DecoderCache
-from asrserve.decoding.greedy import GreedySearch
 from asrserve.decoding.hotwords import ContextGraph
 from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.families.base import EncoderModel, TransducerModel
+from asrserve.families.base import EncoderModel
 from asrserve.features.kaldi_fbank import KaldiFbank
 
 log = logging.getLogger("asrserve")
 
-SearchFactory = Callable[[DecodingConfig], Search]
 """Builds the search for one decoding configuration (a family's own search)."""
 _DEFAULT_TAIL_PADDING_S = 0.66
 _GRAPH_CACHE = 16  # hotword graphs kept for reuse (a server checks, then its decode thread builds)
@@ -107,11 +103,9 @@ class Recognizer:
     streams (the model sessions and the decoder cache are thread-safe); a
     given stream is used by one thread at a time.
 
-    A sherpa-style :class:`TransducerModel` needs nothing else: kaldi fbank
-    features and the stateless-decoder searches are the defaults. Other
-    families pass ``feature_factory`` (a new extractor per stream, with
-    ``features`` its settings) and ``search_factory`` (their search per
-    decoding configuration).
+    The model brings its own search (``make_search``); kaldi fbank features
+    are the default, other families pass ``feature_factory`` (a new
+    extractor per stream, with ``features`` its settings).
     """
 
     def __init__(
@@ -125,7 +119,6 @@ class Recognizer:
         bpe_model: str | Path | None = None,
         tail_padding_s: float | None = None,
         feature_factory: Callable[[], FeatureExtractor] | None = None,
-        search_factory: SearchFactory | None = None,
     ) -> None:
         self.model = model
         self.symbols = symbols
@@ -147,11 +140,6 @@ class Recognizer:
                 raise ConfigError("a feature_factory comes with its features settings")
             self.feature_config = features
             self._new_features = feature_factory
-        if search_factory is None and not isinstance(model, TransducerModel):
-            raise ConfigError(
-                f"{type(model).__name__} has no stateless decoder: pass its search_factory"
-            )
-        self._search_factory = search_factory
         self.bpe_model = Path(bpe_model) if bpe_model else None
         if len(symbols) < model.vocab_size:
             # a token the table lacks would fail only when the model emits it;
@@ -167,13 +155,6 @@ class Recognizer:
         )
         self.frame_shift_s = frame_s
         self.output_frame_s = frame_s * model.subsampling_factor
-        self.decoder_cache: DecoderCache | None = None
-        if isinstance(model, TransducerModel):
-            self.decoder_cache = DecoderCache(
-                model.run_decoder,
-                model.context_size,
-                batch_dependent=model.decoder.batch_dependent,
-            )
         self._searches: dict[tuple[Any, ...], Search] = {}
         self._sp: Any = None
         self._graphs: OrderedDict[tuple[tuple[str, ...], float], ContextGraph] = OrderedDict()
@@ -363,39 +344,8 @@ class Recognizer:
     def _search(self, cfg: DecodingConfig) -> Search:
         key = self._search_key(cfg)
         search = self._searches.get(key)
-        if search is None and self._search_factory is not None:
-            search = self._search_factory(cfg)
-            self._searches[key] = search
         if search is None:
-            m = self.model
-            if not isinstance(m, TransducerModel) or self.decoder_cache is None:
-                raise ConfigError(f"{type(m).__name__}: no search for {cfg.method}")
-            skip = m.ignored_token_ids
-            if skip is None:
-                skip = frozenset({m.blank_id, self.symbols.unk_id})
-            if key[0] == "greedy":
-                search = GreedySearch(
-                    m.run_joiner,
-                    self.decoder_cache,
-                    skip,
-                    cfg.blank_penalty,
-                    cfg.max_symbols_per_frame,
-                    context_fill=m.initial_context_fill,
-                    keep_context=m.reset_keeps_context,
-                )
-            else:
-                search = ModifiedBeamSearch(
-                    m.run_joiner,
-                    self.decoder_cache,
-                    skip,
-                    cfg.beam,
-                    cfg.blank_penalty,
-                    per_stream=m.joiner_per_frame or m.joiner.batch_dependent,
-                    joiner_frame=m.run_joiner_frame,
-                    context_fill=m.initial_context_fill,
-                    keep_context=m.reset_keeps_context,
-                )
-            self._searches[key] = search
+            search = self._searches[key] = self.model.make_search(cfg, self.symbols)
         return search
 
     def encode_hotword(self, phrase: str) -> list[int]:

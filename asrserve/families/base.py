@@ -16,6 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.backends.base import Session
+from asrserve.config import DecodingConfig, normalize_method
+from asrserve.decoding.beam import ModifiedBeamSearch
+from asrserve.decoding.decoder_cache import DecoderCache
+from asrserve.decoding.greedy import GreedySearch
+from asrserve.decoding.search import Search
+from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 
 State = list[npt.NDArray[np.generic]]
@@ -79,6 +85,11 @@ class EncoderModel(Protocol):
         what the self-check compares and the startup line reports."""
         ...
 
+    def make_search(self, cfg: DecodingConfig, symbols: SymbolTable) -> Search:
+        """The family's search for ``cfg`` (greedy or beam), over its decoder
+        and joiner; ``symbols``: the token table (ids the search skips)."""
+        ...
+
     def init_state(self) -> State: ...
 
     def stack_states(self, states: Sequence[State]) -> State: ...
@@ -138,6 +149,7 @@ class TransducerModel(BatchedStates):
     """After an endpoint the decoder context goes on from the last tokens
     (sherpa-onnx); ``False``: it restarts, only the first decoder output
     carries over (sherpa-ncnn)."""
+    _decoder_cache: DecoderCache | None = None  # made on first use (decoder_cache)
     joiner_per_frame: bool = False
     """Beam search calls :meth:`run_joiner_frame` once per stream and frame
     (the reference's call shape) instead of one joiner run over all streams."""
@@ -164,6 +176,42 @@ class TransducerModel(BatchedStates):
 
     def graphs(self) -> dict[str, Session]:
         return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
+
+    @property
+    def decoder_cache(self) -> DecoderCache:
+        """Decoder outputs by context, shared by every search of the model."""
+        if self._decoder_cache is None:
+            self._decoder_cache = DecoderCache(
+                self.run_decoder, self.context_size, batch_dependent=self.decoder.batch_dependent
+            )
+        return self._decoder_cache
+
+    def make_search(self, cfg: DecodingConfig, symbols: SymbolTable) -> Search:
+        """sherpa's stateless-decoder searches: greedy or modified beam."""
+        skip = self.ignored_token_ids
+        if skip is None:
+            skip = frozenset({self.blank_id, symbols.unk_id})
+        if normalize_method(cfg.method) == "greedy":
+            return GreedySearch(
+                self.run_joiner,
+                self.decoder_cache,
+                skip,
+                cfg.blank_penalty,
+                cfg.max_symbols_per_frame,
+                context_fill=self.initial_context_fill,
+                keep_context=self.reset_keeps_context,
+            )
+        return ModifiedBeamSearch(
+            self.run_joiner,
+            self.decoder_cache,
+            skip,
+            cfg.beam,
+            cfg.blank_penalty,
+            per_stream=self.joiner_per_frame or self.joiner.batch_dependent,
+            joiner_frame=self.run_joiner_frame,
+            context_fill=self.initial_context_fill,
+            keep_context=self.reset_keeps_context,
+        )
 
     def _check_states(self) -> None:
         """Compare ``state_specs`` with the encoder graph; refuse mismatches by name."""

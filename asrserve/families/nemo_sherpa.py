@@ -287,7 +287,7 @@ class SherpaNemoModel(BatchedStates):
         decoder_out, next_states = self._memo.outputs(tokens, states, rows)
         return self.run_joiner(encoder_frames, decoder_out), next_states
 
-    def make_search(self, cfg: DecodingConfig) -> Search:
+    def make_search(self, cfg: DecodingConfig, symbols: SymbolTable) -> Search:
         if normalize_method(cfg.method) == "greedy":
             return RnntGreedySearch(
                 self.decoder_step,
@@ -358,5 +358,4 @@ def load_recognizer(model_dir: Path, options: LoadOptions) -> Recognizer:
         bpe_model=d / "bpe.model" if (d / "bpe.model").is_file() else None,
         tail_padding_s=options.tail_padding_s,
         feature_factory=lambda: new_features(features),
-        search_factory=model.make_search,
     )

@@ -303,7 +303,7 @@ class NemoStreamingModel(BatchedStates):
         states_out = [out[self.dec_out[2]], out[self.dec_out[3]]]
         return logits, [s.astype(np.float32, copy=False) for s in states_out]
 
-    def make_search(self, cfg: DecodingConfig) -> Search:
+    def make_search(self, cfg: DecodingConfig, symbols: SymbolTable) -> Search:
         if normalize_method(cfg.method) == "greedy":
             search: type[RnntGreedySearch | RnntBeamSearch] = RnntGreedySearch
             limit = cfg.max_symbols_per_frame
@@ -430,5 +430,4 @@ def load_recognizer(model_dir: Path, options: LoadOptions) -> Recognizer:
         features=features,
         tail_padding_s=options.tail_padding_s,
         feature_factory=lambda: LeftPaddedFeatures(NemoMel(features, weights), pad),
-        search_factory=model.make_search,
     )
