@@ -59,7 +59,6 @@ from asrserve.server.protocol import (
     Audio,
     Close,
     Command,
-    Dialect,
     Flush,
     Send,
     SendError,
@@ -67,6 +66,7 @@ from asrserve.server.protocol import (
     SessionConfig,
     Start,
     Stop,
+    WireSession,
     session_cost,
 )
 from asrserve.server.realtime import RealtimeSession
@@ -317,7 +317,7 @@ class _Outbox:
 class _Connection:
     """One client: its protocol session, stream slot and outgoing queue."""
 
-    def __init__(self, ws: _Socket, session: Session | RealtimeSession) -> None:
+    def __init__(self, ws: _Socket, session: WireSession) -> None:
         self.ws = ws
         self.session = session
         self.slot: StreamSlot | None = None
@@ -726,7 +726,7 @@ class AsrServer:
         return await self._stream(request, session)
 
     async def _stream(
-        self, request: web.Request, session: Session | RealtimeSession | None
+        self, request: web.Request, session: WireSession | None
     ) -> web.StreamResponse:
         """Admit (or refuse, before the upgrade), upgrade, and run one stream."""
         refusal = self._refusal()
@@ -794,11 +794,11 @@ class AsrServer:
     async def _close_revoked(self, conn: _Connection) -> None:
         # straight to the socket, past any queued results: the stream ends now
         reason = "token revoked"
-        if conn.session.dialect is not Dialect.SHERPA:
-            message = conn.session.error_message(
-                "token_revoked", "the token of this stream was revoked; stream closed"
-            )
-            with contextlib.suppress(_ClosedError):
+        told = conn.session.server_error(
+            "token_revoked", "the token of this stream was revoked; stream closed"
+        )
+        with contextlib.suppress(_ClosedError):
+            for message in told:
                 await conn.ws.send(message.data)
         await conn.ws.close(CLOSE_POLICY, reason)
 
@@ -806,7 +806,7 @@ class AsrServer:
     async def _handle(
         self,
         ws: _Socket,
-        session: Session | RealtimeSession | None = None,
+        session: WireSession | None = None,
         access: _Access | None = None,
         *,
         token: str | None = None,
@@ -815,9 +815,8 @@ class AsrServer:
             session = Session(self.defaults, self.recognizer.feature_config.sample_rate)
         conn = _Connection(ws, session)
         conn.token = token
-        if isinstance(session, RealtimeSession):
-            for cmd in session.opening():
-                await self._apply(conn, cmd)
+        for cmd in session.opening():
+            await self._apply(conn, cmd)
         self._open.add(conn)
         self.metrics.active_streams = len(self._open)
         self.metrics.connections_total += 1
@@ -844,8 +843,7 @@ class AsrServer:
             self._open.discard(conn)
             self.metrics.active_streams = len(self._open)
             if access is not None:
-                known = session.dialect is not Dialect.UNKNOWN
-                access.dialect = session.dialect.value if known else "-"
+                access.dialect = session.dialect_name
                 access.audio_s = conn.audio_s
                 access.segments = conn.finals
                 access.close_code = ws.close_code
@@ -935,8 +933,8 @@ class AsrServer:
             return
         self._count_error("limit", conn)
         conn.end_code = (CLOSE_POLICY, reason)
-        if conn.session.dialect is not Dialect.SHERPA:
-            await conn.outbox.put(conn.session.error_message("limit", f"{reason}; input ended"))
+        for message in conn.session.server_error("limit", f"{reason}; input ended"):
+            await conn.outbox.put(message)
         if conn.slot is None:
             await conn.outbox.put(Close(CLOSE_POLICY, reason))
         else:
@@ -985,7 +983,7 @@ class AsrServer:
                     return
                 if isinstance(cmd, Send):
                     await ws.send(cmd.data)
-                    if cmd.data == "Done!":  # sherpa dialect: the client closes
+                    if cmd.awaits_close:  # the client closes (sherpa's last frame)
                         with contextlib.suppress(asyncio.TimeoutError):
                             async with timeout(_SHERPA_CLOSE_WAIT_S):
                                 await ws.closed.wait()

@@ -8,6 +8,11 @@ Two dialects share a port; the first frame decides:
 - **asrserve**: an optional text ``{"type": "start", ...}`` first, binary audio
   (f32le or s16le), ``flush`` and ``stop`` commands; typed JSON replies.
 
+Each dialect is one class (:class:`SherpaSession`, :class:`AsrserveSession`,
+and :class:`~asrserve.server.realtime.RealtimeSession` on its own route) behind
+one :class:`WireSession` protocol, which is all the transport knows;
+:class:`Session` sniffs the shared port's first frame and hands off.
+
 Nothing here touches a socket, a thread or the model.
 """
 
@@ -17,7 +22,7 @@ import enum
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -110,6 +115,9 @@ class Send:
     """A frame to send to the client (str: text frame)."""
 
     data: str
+    awaits_close: bool = field(default=False, compare=False, kw_only=True)
+    """The dialect's last frame, after which the client closes the connection
+    (sherpa's ``Done!``): the transport gives it a few seconds to, then closes."""
 
 
 @dataclass(frozen=True)
@@ -288,42 +296,179 @@ def _error(code: str, message: str) -> SendError:
     return SendError(json.dumps(body), code)
 
 
-class Session:
-    """One connection's protocol state.
+def _error_code(exc: AsrServeError) -> str:
+    """The error code of an exception the transport hit for a session."""
+    if isinstance(exc, AudioFormatError):
+        return "bad_audio"
+    return "bad_message" if isinstance(exc, ProtocolError) else "internal"
 
-    Feed client frames to :meth:`receive`; feed the core's results to
-    :meth:`result` and :meth:`eof`. Each returns the commands to carry out,
-    in order.
-    """
 
-    def __init__(self, defaults: SessionConfig, model_sample_rate: int = 16000) -> None:
-        self.defaults = defaults
+def _message(text: str) -> dict[str, Any] | None:
+    """A text frame as a command message: a JSON object with a string
+    ``type``, else None."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        return None
+    return obj
+
+
+_NOT_A_MESSAGE = "text frames must be JSON objects with a string 'type'"
+_START_NOT_FIRST = "'start' must be the first message"
+
+
+def _unknown_type(kind: object) -> str:
+    return f"unknown message type {echo(kind)}; expected start, flush or stop"
+
+
+class WireSession(Protocol):
+    """What the transport asks of one connection's protocol session, whatever
+    its wire dialect (:class:`Session` on the shared port, which hands off to
+    :class:`SherpaSession` or :class:`AsrserveSession`;
+    :class:`~asrserve.server.realtime.RealtimeSession` on ``/v1/realtime``).
+
+    Sans-I/O: every method takes what happened and returns the commands to
+    carry out, in order; nothing here touches a socket."""
+
+    @property
+    def dialect_name(self) -> str:
+        """The wire dialect for the access line (``-`` while unknown)."""
+        ...
+
+    def opening(self) -> list[Command]:
+        """What the server says first, before any client frame."""
+        ...
+
+    def receive(self, frame: str | bytes) -> list[Command]:
+        """A client frame (str: text frame)."""
+        ...
+
+    def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
+        """The server refuses the session its first message started."""
+        ...
+
+    def stop_input(self) -> None:
+        """The server ended the input (a limit, a revoked token)."""
+        ...
+
+    def server_error(self, code: str, message: str) -> list[SendError]:
+        """An error the server raises on its own (a limit, a revoked token) as
+        this dialect tells it: none where the dialect has no error message."""
+        ...
+
+    def result(
+        self, result: Result, end_time: float, *, final: bool, eof: bool = False
+    ) -> list[Command]:
+        """A result of the current segment (the scheduler offers partials only
+        when the hypothesis changed)."""
+        ...
+
+    def eof(self, duration: float) -> list[Command]:
+        """The input is decoded to its end: the session's last word."""
+        ...
+
+    def error(self, exc: AsrServeError) -> list[Command]:
+        """An error the transport hit for this session (audio refused by the core …)."""
+        ...
+
+
+class SherpaSession:
+    """sherpa-onnx's dialect, once the first frame chose it: binary float32
+    frames, text ``Done`` to finish; every result is sherpa-onnx's JSON and
+    ``Done!`` follows the last, after which the client closes. There is no
+    error message: what the server refuses it closes (1003)."""
+
+    dialect = Dialect.SHERPA
+    dialect_name = Dialect.SHERPA.value
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.state = State.AWAITING_FIRST
+
+    def begin(self) -> list[Command]:
+        self.state = State.STREAMING
+        return [Start(self.config)]
+
+    def opening(self) -> list[Command]:
+        return []
+
+    def receive(self, frame: str | bytes) -> list[Command]:
+        if self.state is not State.STREAMING:
+            return []  # closed, or input ended: frames are ignored
+        if isinstance(frame, bytes):
+            try:
+                return [Audio(decode_audio(frame, self.config.format))]
+            except AudioFormatError as exc:
+                return [Close(CLOSE_UNSUPPORTED, str(exc)[:120])]
+        if frame == "Done":
+            self.state = State.STOPPED
+            return [Stop()]
+        obj = _message(frame)
+        if obj is None:
+            return self._reject(_NOT_A_MESSAGE)
+        kind = obj["type"]
+        if kind == "start":
+            return self._reject(_START_NOT_FIRST)
+        if kind == "stop":
+            self.state = State.STOPPED
+            return [Stop()]
+        if kind == "flush":
+            return [Flush()]
+        return self._reject(_unknown_type(kind))
+
+    def _reject(self, message: str) -> list[Command]:
+        self.state = State.CLOSED
+        return [Close(CLOSE_UNSUPPORTED, message[:120])]
+
+    def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
+        del code
+        self.state = State.CLOSED
+        return [Close(close_code, message[:120])]
+
+    def stop_input(self) -> None:
+        if self.state is State.STREAMING:
+            self.state = State.STOPPED
+
+    def server_error(self, code: str, message: str) -> list[SendError]:
+        del code, message
+        return []
+
+    def result(
+        self, result: Result, end_time: float, *, final: bool, eof: bool = False
+    ) -> list[Command]:
+        del end_time
+        return [Send(json.dumps(sherpa_json(result, final or eof, eof)))]
+
+    def eof(self, duration: float) -> list[Command]:
+        del duration
+        self.state = State.CLOSED
+        return [Send("Done!", awaits_close=True)]
+
+    def error(self, exc: AsrServeError) -> list[Command]:
+        code = CLOSE_INTERNAL if _error_code(exc) == "internal" else CLOSE_UNSUPPORTED
+        return [Close(code, str(exc)[:120])]
+
+
+class AsrserveSession:
+    """The asrserve JSON dialect, once the first frame chose it: binary audio
+    in the negotiated format, ``flush`` and ``stop`` commands; typed JSON
+    replies (``ready``, ``partial``, ``final``, ``eof``, ``error``). A bad
+    frame is an error message and the session goes on."""
+
+    dialect = Dialect.ASRSERVE
+    dialect_name = Dialect.ASRSERVE.value
+
+    def __init__(self, config: SessionConfig, model_sample_rate: int = 16000) -> None:
+        self.config = config
         self.model_sample_rate = model_sample_rate
-        self.config = defaults
-        self.dialect = Dialect.UNKNOWN
         self.state = State.AWAITING_FIRST
         self.segments = 0
 
-    # --- client → server --------------------------------------------------
-    def receive(self, frame: str | bytes) -> list[Command]:
-        if self.state is State.CLOSED:
-            return []
-        if self.state is State.STOPPED:
-            if self.dialect is Dialect.ASRSERVE:
-                return [_error("bad_message", "input already ended; frame ignored")]
-            return []
-        if isinstance(frame, bytes):
-            return self._receive_audio(frame)
-        return self._receive_text(frame)
-
-    def _begin(self, dialect: Dialect, config: SessionConfig) -> list[Command]:
-        self.dialect = dialect
-        self.config = config
+    def begin(self) -> list[Command]:
         self.state = State.STREAMING
-        out: list[Command] = [Start(config)]
-        if dialect is Dialect.ASRSERVE:
-            out.append(Send(json.dumps(self._ready())))
-        return out
+        return [Start(self.config), Send(json.dumps(self._ready()))]
 
     def _ready(self) -> dict[str, Any]:
         c = self.config
@@ -343,90 +488,46 @@ class Session:
             },
         }
 
-    def _receive_audio(self, data: bytes) -> list[Command]:
-        out: list[Command] = []
-        if self.state is State.AWAITING_FIRST:
-            out += self._begin(Dialect.SHERPA, replace(self.defaults, format="f32le"))
-        try:
-            out.append(Audio(decode_audio(data, self.config.format)))
-        except AudioFormatError as exc:
-            out.append(
-                _error("bad_audio", str(exc))
-                if self.dialect is Dialect.ASRSERVE
-                else Close(CLOSE_UNSUPPORTED, str(exc)[:120])
-            )
-        return out
+    def opening(self) -> list[Command]:
+        return []
 
-    def _receive_text(self, text: str) -> list[Command]:
-        if text == "Done" and self.dialect is not Dialect.ASRSERVE:
-            out: list[Command] = []
-            if self.state is State.AWAITING_FIRST:
-                out += self._begin(Dialect.SHERPA, self.defaults)
-            self.state = State.STOPPED
-            return [*out, Stop()]
-        try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
-            obj = None
-        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            return self._reject("text frames must be JSON objects with a string 'type'")
+    def receive(self, frame: str | bytes) -> list[Command]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.STOPPED:
+            return [_error("bad_message", "input already ended; frame ignored")]
+        if isinstance(frame, bytes):
+            try:
+                return [Audio(decode_audio(frame, self.config.format))]
+            except AudioFormatError as exc:
+                return [_error("bad_audio", str(exc))]
+        obj = _message(frame)
+        if obj is None:
+            return [_error("bad_message", _NOT_A_MESSAGE)]
         kind = obj["type"]
         if kind == "start":
-            if self.state is not State.AWAITING_FIRST:
-                return self._reject("'start' must be the first message")
-            try:
-                config = parse_start(obj, self.defaults)
-            except ConfigError as exc:
-                self.state = State.CLOSED
-                return [
-                    _error("bad_config", str(exc)),
-                    Close(CLOSE_UNSUPPORTED, "bad start message"),
-                ]
-            return self._begin(Dialect.ASRSERVE, config)
-        if kind in ("flush", "stop"):
-            out = []
-            if self.state is State.AWAITING_FIRST:
-                out += self._begin(Dialect.ASRSERVE, self.defaults)
-            if kind == "stop":
-                self.state = State.STOPPED
-                return [*out, Stop()]
-            return [*out, Flush()]
-        return self._reject(f"unknown message type {echo(kind)}; expected start, flush or stop")
-
-    def _reject(self, message: str) -> list[Command]:
-        if self.dialect is Dialect.SHERPA:
-            self.state = State.CLOSED
-            return [Close(CLOSE_UNSUPPORTED, message[:120])]
-        if self.dialect is Dialect.UNKNOWN:
-            self.dialect = Dialect.ASRSERVE
-        return [_error("bad_message", message)]
+            return [_error("bad_message", _START_NOT_FIRST)]
+        if kind == "stop":
+            self.state = State.STOPPED
+            return [Stop()]
+        if kind == "flush":
+            return [Flush()]
+        return [_error("bad_message", _unknown_type(kind))]
 
     def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
-        """The server refuses the session its first message started (the
-        transport checked what it asked for): an error (asrserve dialect),
-        then the close."""
         self.state = State.CLOSED
-        out: list[Command] = []
-        if self.dialect is not Dialect.SHERPA:
-            out.append(_error(code, message))
-        return [*out, Close(close_code, message[:120])]
+        return [_error(code, message), Close(close_code, message[:120])]
 
     def stop_input(self) -> None:
-        """The server ended the input (a limit was reached)."""
         if self.state is State.STREAMING:
             self.state = State.STOPPED
 
-    def error_message(self, code: str, message: str) -> SendError:
-        return _error(code, message)
+    def server_error(self, code: str, message: str) -> list[SendError]:
+        return [_error(code, message)]
 
-    # --- core → client ----------------------------------------------------
     def result(
         self, result: Result, end_time: float, *, final: bool, eof: bool = False
     ) -> list[Command]:
-        """A result of the current segment (the scheduler offers partials only
-        when the hypothesis changed)."""
-        if self.dialect is Dialect.SHERPA:
-            return [Send(json.dumps(sherpa_json(result, final or eof, eof)))]
         if eof and not result.text and self.segments:
             return []  # nothing after the last endpoint: no empty final
         if final:
@@ -435,29 +536,140 @@ class Session:
 
     def eof(self, duration: float) -> list[Command]:
         self.state = State.CLOSED
-        if self.dialect is Dialect.SHERPA:
-            return [Send("Done!")]
-        return [
-            Send(
-                json.dumps(
-                    {"type": "eof", "segments": self.segments, "duration": round(duration, 3)}
-                )
-            ),
-            Close(CLOSE_NORMAL, "end of input"),
-        ]
+        body = {"type": "eof", "segments": self.segments, "duration": round(duration, 3)}
+        return [Send(json.dumps(body)), Close(CLOSE_NORMAL, "end of input")]
 
     def error(self, exc: AsrServeError) -> list[Command]:
-        """An error the transport hit for this session (audio refused by the core …)."""
-        code = (
-            "bad_audio"
-            if isinstance(exc, AudioFormatError)
-            else ("bad_message" if isinstance(exc, ProtocolError) else "internal")
-        )
-        if self.dialect is Dialect.SHERPA:
-            return [
-                Close(CLOSE_UNSUPPORTED if code != "internal" else CLOSE_INTERNAL, str(exc)[:120])
-            ]
-        return [_error(code, str(exc))]
+        return [_error(_error_code(exc), str(exc))]
+
+
+class Session:
+    """The shared port's session: sniffs the first frame and hands off.
+
+    A binary frame (or text ``Done``) first starts a :class:`SherpaSession`;
+    ``start``, ``flush`` or ``stop`` first starts an :class:`AsrserveSession`;
+    every later call is that session's. Until then a text frame that is no
+    command is a JSON error (the client speaks JSON, so ``Done`` is no
+    longer sherpa's), and a ``start`` the server cannot take is refused
+    without any session (dialect unknown).
+
+    Feed client frames to :meth:`receive`; feed the core's results to
+    :meth:`result` and :meth:`eof`. Each returns the commands to carry out,
+    in order.
+    """
+
+    def __init__(self, defaults: SessionConfig, model_sample_rate: int = 16000) -> None:
+        self.defaults = defaults
+        self.model_sample_rate = model_sample_rate
+        self._chosen: SherpaSession | AsrserveSession | None = None
+        self._dialect = Dialect.UNKNOWN  # ASRSERVE once a text frame was refused
+        self._state = State.AWAITING_FIRST
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._chosen.dialect if self._chosen is not None else self._dialect
+
+    @property
+    def dialect_name(self) -> str:
+        dialect = self.dialect
+        return dialect.value if dialect is not Dialect.UNKNOWN else "-"
+
+    @property
+    def state(self) -> State:
+        return self._chosen.state if self._chosen is not None else self._state
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._chosen.config if self._chosen is not None else self.defaults
+
+    def opening(self) -> list[Command]:
+        return []
+
+    # --- client → server --------------------------------------------------
+    def receive(self, frame: str | bytes) -> list[Command]:
+        if self._chosen is not None:
+            return self._chosen.receive(frame)
+        if self._state is State.CLOSED:
+            return []
+        if isinstance(frame, bytes):
+            sherpa = SherpaSession(replace(self.defaults, format="f32le"))
+            return self._hand_off(sherpa, frame)
+        if frame == "Done" and self._dialect is not Dialect.ASRSERVE:
+            return self._hand_off(SherpaSession(self.defaults), frame)
+        obj = _message(frame)
+        if obj is None:
+            return self._not_a_command(_NOT_A_MESSAGE)
+        kind = obj["type"]
+        if kind == "start":
+            try:
+                config = parse_start(obj, self.defaults)
+            except ConfigError as exc:
+                self._state = State.CLOSED
+                return [
+                    _error("bad_config", str(exc)),
+                    Close(CLOSE_UNSUPPORTED, "bad start message"),
+                ]
+            return self._hand_off(AsrserveSession(config, self.model_sample_rate), None)
+        if kind in ("flush", "stop"):
+            asrserve = AsrserveSession(self.defaults, self.model_sample_rate)
+            return self._hand_off(asrserve, frame)
+        return self._not_a_command(_unknown_type(kind))
+
+    def _hand_off(
+        self, session: SherpaSession | AsrserveSession, frame: str | bytes | None
+    ) -> list[Command]:
+        """``session`` speaks for this connection from now on: it begins, then
+        takes ``frame`` (the one that chose it), if any."""
+        self._chosen = session
+        out = session.begin()
+        return out if frame is None else [*out, *session.receive(frame)]
+
+    def _not_a_command(self, message: str) -> list[Command]:
+        self._dialect = Dialect.ASRSERVE
+        return [_error("bad_message", message)]
+
+    def refuse(self, code: str, message: str, close_code: int = CLOSE_UNSUPPORTED) -> list[Command]:
+        """The server refuses the session its first message started (the
+        transport checked what it asked for): an error (asrserve dialect),
+        then the close."""
+        if self._chosen is not None:
+            return self._chosen.refuse(code, message, close_code)
+        self._state = State.CLOSED
+        return [_error(code, message), Close(close_code, message[:120])]
+
+    def stop_input(self) -> None:
+        if self._chosen is not None:
+            self._chosen.stop_input()
+
+    def server_error(self, code: str, message: str) -> list[SendError]:
+        if self._chosen is not None:
+            return self._chosen.server_error(code, message)
+        return [_error(code, message)]
+
+    # --- core → client ----------------------------------------------------
+    def result(
+        self, result: Result, end_time: float, *, final: bool, eof: bool = False
+    ) -> list[Command]:
+        if self._chosen is not None:
+            return self._chosen.result(result, end_time, final=final, eof=eof)
+        return []  # no session started: no stream, no results
+
+    def eof(self, duration: float) -> list[Command]:
+        if self._chosen is not None:
+            return self._chosen.eof(duration)
+        self._state = State.CLOSED
+        return [Close(CLOSE_NORMAL, "end of input")]
+
+    def error(self, exc: AsrServeError) -> list[Command]:
+        if self._chosen is not None:
+            return self._chosen.error(exc)
+        return [_error(_error_code(exc), str(exc))]
+
+
+if TYPE_CHECKING:  # every dialect's class is a WireSession (mypy checks it here)
+
+    def _is_wire_session(s: Session | SherpaSession | AsrserveSession) -> WireSession:
+        return s
 
 
 def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """OpenAI Realtime transcription events over WebSocket (``/v1/realtime?intent=transcription``).
 
-A sans-I/O session with the same surface as :class:`protocol.Session`: client
-frames in, commands out; the core's results in, events out.
+A sans-I/O :class:`~asrserve.server.protocol.WireSession`: client frames in,
+commands out; the core's results in, events out.
 
 Supported client events: ``transcription_session.update`` (``input_audio_format``
 ``pcm16`` only; ``input_audio_transcription`` model/language/prompt accepted and
@@ -70,6 +70,7 @@ class RealtimeSession:
     """One ``/v1/realtime`` connection's protocol state."""
 
     dialect = Dialect.REALTIME
+    dialect_name = Dialect.REALTIME.value
 
     def __init__(self, defaults: SessionConfig, model: str) -> None:
         self.config = replace(defaults, sample_rate=SAMPLE_RATE, format="s16le")
@@ -256,8 +257,8 @@ class RealtimeSession:
         if self.state is State.STREAMING:
             self.state = State.STOPPED
 
-    def error_message(self, code: str, message: str) -> SendError:
-        return self._error(code, message)
+    def server_error(self, code: str, message: str) -> list[SendError]:
+        return [self._error(code, message)]
 
     # --- the core's side ---------------------------------------------------------
     def result(
