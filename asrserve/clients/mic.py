@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from asrserve.clients.sources import AudioSource, MicrophoneSource
 from asrserve.clients.ws_client import Message, stream_to_server
-from asrserve.core.segments import Segment, decode_ready, finish
+from asrserve.core.segments import Event, Partial, Segment, StreamEvents
 
 if TYPE_CHECKING:
     from asrserve.core.interfaces import AnyRecognizer
@@ -79,20 +79,25 @@ async def transcribe_local(
     enabled) and at the end of the source.
     """
     stream = recognizer.create_stream()
+    events = StreamEvents(recognizer, stream)
     finals: list[str] = []
 
-    def show(done: list[Segment]) -> None:
-        for seg in done:
-            finals.append(seg.text)
-            display.final(seg.text)
+    def show(event: Event) -> None:
+        if isinstance(event, Partial):
+            display.partial(event.result.text)
+        elif isinstance(event, Segment) and event.text:
+            finals.append(event.text)
+            display.final(event.text)
 
     async for rate, samples in source:
         if not samples.size:
             continue
         stream.accept_waveform(rate, samples)
-        show(decode_ready(recognizer, stream))
-        display.partial(recognizer.get_result(stream).text)
-    show(finish(recognizer, stream))
+        for event in events.events():
+            show(event)
+    stream.input_finished()
+    for event in events.events():
+        show(event)
     display.clear()
     return finals
 

@@ -1,4 +1,6 @@
-"""What the core hands to every transport."""
+"""What the core hands to every transport: results, and the events of a
+stream (:class:`Segment` at each endpoint and at input end, :class:`Partial`,
+:class:`Eof`), decided in :mod:`asrserve.core.segments`."""
 
 from __future__ import annotations
 
@@ -24,3 +26,54 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A finished segment: its final result (text, tokens, token timestamps
+    in seconds from the stream's start, ``start_time``) and where it ends (the
+    audio decoded at its endpoint, never past the audio received)."""
+
+    result: Result
+    end: float
+    last: bool = False
+    """The stream's last segment: its input ended."""
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    @property
+    def start(self) -> float:
+        return self.result.start_time
+
+    def to_dict(self) -> dict[str, Any]:
+        """The segment as the CLI's and bulk's JSON carry it."""
+        r = self.result
+        return {
+            "text": r.text,
+            "start": r.start_time,
+            "end": round(self.end, 3),
+            "tokens": r.tokens,
+            "timestamps": r.timestamps,
+        }
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The open segment's hypothesis changed: its result so far and the audio
+    decoded."""
+
+    result: Result
+    end: float
+
+
+@dataclass(frozen=True)
+class Eof:
+    """The stream's input is decoded to the end (after its last segment)."""
+
+    duration: float
+
+
+Event = Segment | Partial | Eof
+"""What a transport translates: a finished segment (a final), a partial, the end."""

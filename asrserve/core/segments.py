@@ -16,12 +16,26 @@ and the VAD-segmented offline one alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "Eof",
+    "Event",
+    "Partial",
+    "Segment",
+    "StreamEvents",
+    "after_chunk",
+    "close_segment",
+    "decode_ready",
+    "finish",
+    "joined",
+    "segments",
+]
 
 import numpy.typing as npt
 
-from asrserve.core.events import Result
+from asrserve.core.events import Eof, Event, Partial, Result, Segment
 from asrserve.core.stream import segment_end
 
 
@@ -31,6 +45,9 @@ class _Stream(Protocol):
 
     @property
     def duration(self) -> float: ...
+
+    @property
+    def is_finished(self) -> bool: ...
 
     def accept_waveform(self, sample_rate: int, samples: npt.ArrayLike) -> None: ...
 
@@ -49,40 +66,15 @@ class Segmenting(Protocol[S_contra]):
 
     def decode_streams(self, streams: Iterable[S_contra]) -> int: ...
 
+    def is_ready(self, stream: S_contra) -> bool: ...
+
+    def token_ids(self, stream: S_contra) -> list[int]: ...
+
     def is_endpoint(self, stream: S_contra) -> bool: ...
 
     def get_result(self, stream: S_contra, is_final: bool = False) -> Result: ...
 
     def reset(self, stream: S_contra) -> None: ...
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A finished segment: its final result (text, tokens, token timestamps
-    in seconds from the stream's start, ``start_time``) and where it ends (the
-    audio decoded at its endpoint, never past the audio received)."""
-
-    result: Result
-    end: float
-
-    @property
-    def text(self) -> str:
-        return self.result.text
-
-    @property
-    def start(self) -> float:
-        return self.result.start_time
-
-    def to_dict(self) -> dict[str, Any]:
-        """The segment as the CLI's and bulk's JSON carry it."""
-        r = self.result
-        return {
-            "text": r.text,
-            "start": r.start_time,
-            "end": round(self.end, 3),
-            "tokens": r.tokens,
-            "timestamps": r.timestamps,
-        }
 
 
 def close_segment(rec: Segmenting[S], stream: S, *, keep_empty: bool = False) -> Segment | None:
@@ -147,3 +139,51 @@ def segments(
         stream.accept_waveform(rate, samples)
         yield from decode_ready(rec, stream)
     yield from finish(rec, stream)
+
+
+class StreamEvents:
+    """One stream's events, decided here for every transport: a segment at
+    each endpoint (asked after every chunk: :meth:`after_chunk`), and after a
+    run of chunks (:meth:`report`) a partial when the hypothesis changed, the
+    segment a flush asked for, or the last segment and :class:`Eof` at input end.
+
+    Batching transports (the server's scheduler) decode chunks themselves and
+    call :meth:`after_chunk` after each; single-stream ones iterate :meth:`events`.
+    """
+
+    def __init__(self, rec: Segmenting[S], stream: S) -> None:
+        self._rec: Segmenting[Any] = rec
+        self._stream: Any = stream
+        self._shown: list[int] = []  # token ids of the last partial
+
+    def after_chunk(self) -> Segment | None:
+        seg = after_chunk(self._rec, self._stream)
+        if seg is not None:
+            self._shown = []
+        return seg
+
+    def report(self, *, flush: bool = False) -> list[Event]:
+        """What the stream's client should hear now, besides its endpoints'
+        segments; ``flush``: the client asked to end the open segment once its
+        audio is decoded (the segment is sent even when empty)."""
+        rec, stream = self._rec, self._stream
+        if (stream.is_finished or flush) and not rec.is_ready(stream):
+            self._shown = []
+            seg = close_segment(rec, stream, keep_empty=True)
+            assert seg is not None
+            if stream.is_finished:
+                return [replace(seg, last=True), Eof(stream.duration)]
+            return [seg]
+        ids = rec.token_ids(stream)
+        if ids == self._shown:
+            return []
+        self._shown = ids
+        return [Partial(rec.get_result(stream), segment_end(stream, rec.frame_shift_s))]
+
+    def events(self) -> Iterator[Event]:
+        """Decode what is ready, chunk by chunk, and report."""
+        while self._rec.decode_streams([self._stream]):
+            seg = self.after_chunk()
+            if seg is not None:
+                yield seg
+        yield from self.report()

@@ -21,8 +21,8 @@ import numpy.typing as npt
 
 from asrserve.core.events import Result
 from asrserve.core.interfaces import AnyRecognizer
-from asrserve.core.segments import after_chunk, close_segment
-from asrserve.core.stream import Stream, segment_end
+from asrserve.core.segments import Eof, Partial, StreamEvents
+from asrserve.core.stream import Stream
 from asrserve.errors import AsrServeError
 from asrserve.server.metrics import Metrics
 from asrserve.server.protocol import SessionConfig
@@ -73,7 +73,7 @@ class StreamSlot:
         self.abandoned = False  # client gone: drop without answering
         self.done = False
         self.backlog_s = 0.0  # audio accepted but not yet decoded, set by step()
-        self.reported_ids: list[int] = []  # tokens of the last partial sent
+        self.events: StreamEvents | None = None  # the core's view of the stream
 
     @property
     def has_pending(self) -> bool:
@@ -181,13 +181,10 @@ class Scheduler:
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
             touched.update(id(s) for s in ready)
             for slot in ready:
-                if slot.stream is None or slot.done:
+                if slot.events is None or slot.done:
                     continue
-                seg = self._isolated(
-                    slot, outcomes, "ending a segment", after_chunk, rec, slot.stream
-                )
+                seg = self._isolated(slot, outcomes, "ending a segment", slot.events.after_chunk)
                 if seg is not None:
-                    slot.reported_ids = []
                     outcomes.setdefault(id(slot), []).append(Outcome("final", seg.result, seg.end))
         for slot in live:
             s = slot.stream
@@ -238,6 +235,7 @@ class Scheduler:
             slot.stream = self.recognizer.create_stream(
                 hotwords=list(c.hotwords) or None, decoding=c.decoding, endpoint=c.endpoint
             )
+            slot.events = StreamEvents(self.recognizer, slot.stream)
         if slot.flushing:
             return
         stream = slot.stream
@@ -281,30 +279,18 @@ class Scheduler:
         self.metrics.observe_batch(len(streams), elapsed, audio_s)
 
     def _report(self, slot: StreamSlot) -> list[Outcome]:
-        """What the slot's client should hear after this step's rounds
-        besides the finals of its endpoints: the last final and eof at input
-        end, the final a flush asked for, else a partial when the hypothesis
-        changed (building and sending the whole segment's result every chunk
-        is what costs)."""
-        rec = self.recognizer
-        stream = slot.stream
-        if stream is None or slot.done:
+        """The core's events after this step's rounds (besides its endpoints'
+        finals), as the outcomes the transports translate."""
+        if slot.events is None or slot.done:
             return []
-        ready = rec.is_ready(stream)
-        if (stream.is_finished or slot.flushing) and not ready:
-            slot.reported_ids = []
-            seg = close_segment(rec, stream, keep_empty=True)
-            assert seg is not None
-            if stream.is_finished:
+        out: list[Outcome] = []
+        for event in slot.events.report(flush=slot.flushing):
+            if isinstance(event, Partial):
+                out.append(Outcome("partial", event.result, event.end))
+            elif isinstance(event, Eof):
                 slot.done = True
-                return [
-                    Outcome("final", seg.result, seg.end, last=True),
-                    Outcome("eof", duration=stream.duration),
-                ]
-            slot.flushing = False
-            return [Outcome("final", seg.result, seg.end)]
-        ids = rec.token_ids(stream)
-        if ids == slot.reported_ids:
-            return []
-        slot.reported_ids = ids
-        return [Outcome("partial", rec.get_result(stream), segment_end(stream, rec.frame_shift_s))]
+                out.append(Outcome("eof", duration=event.duration))
+            else:
+                slot.flushing = False
+                out.append(Outcome("final", event.result, event.end, last=event.last))
+        return out
