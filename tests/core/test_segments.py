@@ -105,26 +105,23 @@ def test_http_api_segments(
     assert got == want
 
 
-def test_cli_json_segments(
+def test_cli_and_bulk_segments(
     audio: npt.NDArray[np.float32],
     want: list[Row],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    wav = tmp_path / "two.wav"
-    sf.write(wav, audio, RATE)
-    assert main(["transcribe", "--endpointing", "--format", "json", str(wav)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in out["segments"]]
-    assert got == want
-    assert out["text"] == " ".join(text for text, *_ in want)
+    cli, bulk = cli_and_bulk_segments(audio, tmp_path, capsys, BUILTIN)
+    assert cli == want
+    assert bulk == want
 
 
-def test_websocket_both_dialects(
-    recognizer: asrserve.Recognizer, audio: npt.NDArray[np.float32], want: list[Row]
-) -> None:
-    """The server's finals: the asrserve dialect carries bounds and tokens, the
-    sherpa dialect (float32 frames, then "Done") text and tokens per segment."""
+def websocket_finals(
+    recognizer: asrserve.SpeechRecognizer[Any], audio: npt.NDArray[np.float32]
+) -> tuple[list[Row], list[tuple[str, tuple[str, ...]]]]:
+    """The server's finals for ``audio`` in 100 ms float32 pieces: the asrserve
+    dialect's (text, bounds, tokens), the sherpa dialect's (text, tokens) per
+    segment (its last message of each segment number)."""
     from websockets.asyncio.client import connect
 
     from asrserve.config import ServerConfig
@@ -148,7 +145,7 @@ def test_websocket_both_dialects(
                 await ws.send(f32[i : i + piece])
             await ws.send("Done")
             msgs = [json.loads(m) for m in [m async for m in ws] if m != "Done!"]
-        by_segment = {m["segment"]: m for m in msgs}  # the last message of each segment
+        by_segment = {m["segment"]: m for m in msgs}
         return [by_segment[k] for k in sorted(by_segment) if by_segment[k]["text"]]
 
     async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -158,28 +155,44 @@ def test_websocket_both_dialects(
             return await asrserve_dialect(url), await sherpa_dialect(url)
 
     ours, sherpa = asyncio.run(asyncio.wait_for(run(), 60))
-    finals = [m for m in ours if m["text"]]
-    got = [(m["text"], m["start"], m["end"], tuple(m["tokens"])) for m in finals]
-    assert got == want
-    assert [(m["text"], tuple(m["tokens"])) for m in sherpa] == [(t, k) for t, _, _, k in want]
+    finals = [(m["text"], m["start"], m["end"], tuple(m["tokens"])) for m in ours if m["text"]]
+    return finals, [(m["text"], tuple(m["tokens"])) for m in sherpa]
 
 
-def test_bulk_segments(
+def test_websocket_both_dialects(
+    recognizer: asrserve.Recognizer, audio: npt.NDArray[np.float32], want: list[Row]
+) -> None:
+    ours, sherpa = websocket_finals(recognizer, audio)
+    assert ours == want
+    assert sherpa == [(t, k) for t, _, _, k in want]
+
+
+def cli_and_bulk_segments(
     audio: npt.NDArray[np.float32],
-    want: list[Row],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:
+    model: Path,
+) -> tuple[list[Row], list[Row]]:
+    """``asrserve transcribe --endpointing --format json`` and ``asrserve bulk
+    --endpointing`` of ``audio`` as a wav: their segments."""
     folder = tmp_path / "in"
-    folder.mkdir()
-    sf.write(folder / "two.wav", audio, RATE)
+    folder.mkdir(exist_ok=True)
+    wav = folder / "two.wav"
+    sf.write(wav, audio, RATE)
+    args = ["--model", str(model), "--endpointing"]
+    capsys.readouterr()  # what came before (the mic path's display)
+    assert main(["transcribe", *args, "--format", "json", str(wav)]) == 0
+    cli = json.loads(capsys.readouterr().out)
     out = tmp_path / "r.jsonl"
-    argv = ["bulk", str(folder), "--out", str(out), "--workers", "1", "--endpointing"]
-    assert main([*argv, "--no-progress"]) == 0
+    argv = ["bulk", str(folder), *args, "--out", str(out), "--workers", "1", "--no-progress"]
+    assert main(argv) == 0
     capsys.readouterr()
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
-    got = [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in line["segments"]]
-    assert got == want
+    as_rows = [
+        [(s["text"], s["start"], s["end"], tuple(s["tokens"])) for s in obj["segments"]]
+        for obj in (cli, line)
+    ]
+    return as_rows[0], as_rows[1]
 
 
 OTHER_MODELS = {
@@ -191,11 +204,16 @@ OTHER_MODELS = {
 
 @pytest.mark.parametrize("name", list(OTHER_MODELS))
 def test_other_families_cut_any_way(
-    name: str, audio: npt.NDArray[np.float32], monkeypatch: pytest.MonkeyPatch
+    name: str,
+    audio: npt.NDArray[np.float32],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The same for a Zipformer2 fixture, the ncnn backend and Parakeet TDT
-    (VAD-segmented): the Python API in every piece size, the mic path and the
-    HTTP API's segments all equal the whole-file segments."""
+    (VAD-segmented): the Python API in every piece size, the mic path, the
+    HTTP API, the WebSocket server (both dialects), the CLI and bulk all give
+    the whole-file segments."""
     path = OTHER_MODELS[name]
     if not path.is_dir():
         pytest.skip(f"{path} not found")
@@ -215,3 +233,9 @@ def test_other_families_cut_any_way(
         for r, e in zip(t.segments, t.ends, strict=True)
     ]
     assert http == want, (name, "http")
+    ours, sherpa = websocket_finals(rec, audio)
+    assert ours == want, (name, "websocket")
+    assert sherpa == [(t, k) for t, _, _, k in want], (name, "sherpa dialect")
+    cli, bulk = cli_and_bulk_segments(audio, tmp_path, capsys, path)
+    assert cli == want, (name, "cli")
+    assert bulk == want, (name, "bulk")
