@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -109,12 +110,28 @@ class EndpointRule:
     min_utterance_length: float
 
     def activated(self, trailing_silence: float, utterance_length: float) -> bool:
-        contains_nonsilence = utterance_length > trailing_silence
+        """Compared in float32, as sherpa-onnx and sherpa-ncnn compare (C++
+        ``float``): there ``2.4 >= 2.4`` fails for 240 frames of 10 ms, because
+        ``float(240) * 0.01f`` rounds below ``2.4f``; in float64 it would hold
+        and the endpoint would come one frame early."""
+        t, u = _f32(trailing_silence), _f32(utterance_length)
+        contains_nonsilence = u > t
         return (
             (contains_nonsilence or not self.must_contain_nonsilence)
-            and trailing_silence >= self.min_trailing_silence
-            and utterance_length >= self.min_utterance_length
+            and t >= _f32(self.min_trailing_silence)
+            and u >= _f32(self.min_utterance_length)
         )
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (exact as a Python float)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def frames_to_seconds_f32(frames: int, frame_shift_s: float) -> float:
+    """``frames * frame_shift_s`` computed as sherpa-onnx computes it for its
+    endpoint rules: both operands as float32, the product rounded to float32."""
+    return _f32(_f32(float(frames)) * _f32(frame_shift_s))
 
 
 @dataclass(frozen=True)

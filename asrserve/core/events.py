@@ -23,6 +23,9 @@ class Result:
     segment: int = 0
     start_time: float = 0.0
     is_final: bool = False
+    num_trailing_blanks: int = 0
+    """Blank frames (encoder output frames) since the segment's last token, as
+    sherpa-onnx counts them for its endpoint rules."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,6 +23,7 @@ from asrserve.config import (
     EndpointConfig,
     FeatureConfig,
     check_score,
+    frames_to_seconds_f32,
     normalize_method,
 )
 from asrserve.core.events import Result
@@ -258,7 +259,7 @@ class Recognizer:
         return self._best(stream)[0]
 
     def get_result(self, stream: Stream, is_final: bool = False) -> Result:
-        ids, frames, _ = self._best(stream)
+        ids, frames, trailing_blanks = self._best(stream)
         text, pieces = self.symbols.decode(ids)
         kept = [i for i, t in enumerate(ids) if self.symbols[t] != "<unk>"]
         start = stream.segment_start_frame * self.frame_shift_s
@@ -270,6 +271,7 @@ class Recognizer:
             segment=stream.segment,
             start_time=round(start, 3),
             is_final=is_final,
+            num_trailing_blanks=trailing_blanks,
         )
 
     def is_endpoint(self, stream: Stream) -> bool:
@@ -278,8 +280,10 @@ class Recognizer:
             return False
         _, _, trailing_blanks = self._best(stream)
         frames = stream.num_processed_frames - stream.segment_start_frame
-        trailing = trailing_blanks * self.model.subsampling_factor * self.frame_shift_s
-        return rules.is_endpoint(trailing, frames * self.frame_shift_s)
+        # float32 products, as sherpa-onnx computes them (see EndpointRule.activated)
+        shift = self.frame_shift_s
+        trailing = frames_to_seconds_f32(trailing_blanks * self.model.subsampling_factor, shift)
+        return rules.is_endpoint(trailing, frames_to_seconds_f32(frames, shift))
 
     def reset(self, stream: Stream) -> None:
         """Start a new segment: search restarts, the audio clock goes on, and

@@ -673,17 +673,21 @@ if TYPE_CHECKING:  # every dialect's class is a WireSession (mypy checks it here
 
 
 def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> dict[str, Any]:
-    """sherpa-onnx's ``OnlineRecognizerResult`` JSON."""
+    """sherpa-onnx's ``OnlineRecognizerResult`` JSON, as its server sends it:
+    ``timestamps`` count from the segment's ``start_time`` (the core's are from
+    the stream's start)."""
+    start = result.start_time
     return {
         "text": result.text,
         "tokens": result.tokens,
-        "timestamps": [round(t, 2) for t in result.timestamps],
+        "timestamps": [round(t - start, 2) for t in result.timestamps],
         "ys_probs": [],
         "lm_probs": [],
         "context_scores": [],
         "segment": result.segment,
         "words": [],
-        "start_time": round(result.start_time, 2),
+        "num_trailing_blanks": result.num_trailing_blanks,
+        "start_time": round(start, 2),
         "is_final": is_final,
         "is_eof": is_eof,
     }

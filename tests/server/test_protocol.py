@@ -25,7 +25,7 @@ from asrserve.server.protocol import (
 
 SHERPA_KEYS = [
     "text", "tokens", "timestamps", "ys_probs", "lm_probs", "context_scores",
-    "segment", "words", "start_time", "is_final", "is_eof",
+    "segment", "words", "num_trailing_blanks", "start_time", "is_final", "is_eof",
 ]  # fmt: skip
 
 
@@ -47,10 +47,18 @@ def test_binary_first_speaks_sherpa_dialect() -> None:
     assert isinstance(cmds[1], Audio)
     np.testing.assert_array_equal(cmds[1].samples, x)
     assert isinstance(s.receive("Done")[-1], Stop)
-    res = Result(text="HI", tokens=["▁HI"], timestamps=[0.123], segment=2, start_time=1.234)
+    res = Result(
+        text="HI",
+        tokens=["▁HI"],
+        timestamps=[1.523],
+        segment=2,
+        start_time=1.234,
+        num_trailing_blanks=7,
+    )
     (partial,) = _messages(s.result(res, 2.0, final=False))
     assert list(partial) == SHERPA_KEYS
-    assert partial["timestamps"] == [0.12]
+    assert partial["timestamps"] == [0.29]  # from the segment's start, as sherpa-onnx sends them
+    assert partial["num_trailing_blanks"] == 7
     assert partial["start_time"] == 1.23
     assert partial["is_final"] is False
     (last,) = _messages(s.result(res, 2.0, final=True, eof=True))
