@@ -24,6 +24,7 @@ from asrserve.errors import (
     ModelLoadError,
     ProtocolError,
 )
+from asrserve.sherpa_compat import OnlineRecognizer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,6 +36,7 @@ __all__ = [
     "EndpointConfig",
     "FeatureConfig",
     "ModelLoadError",
+    "OnlineRecognizer",
     "ProtocolError",
     "Recognizer",
     "Result",

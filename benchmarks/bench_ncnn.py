@@ -119,7 +119,8 @@ def run_ours(rec: asrserve.Recognizer, clips: Clips) -> list[list[int]]:
         s = rec.create_stream()
         s.accept_waveform(SAMPLE_RATE, x)
         s.input_finished()
-        rec.decode_stream(s)
+        while rec.is_ready(s):
+            rec.decode_stream(s)
         out.append(rec.get_result(s).token_ids)
     return out
 

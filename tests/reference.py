@@ -62,9 +62,11 @@ def asrserve_decode(
     s = rec.create_stream(hotwords=hotwords)
     for i in range(0, samples.size, piece):
         s.accept_waveform(rate, samples[i : i + piece])
-        rec.decode_stream(s)
+        while rec.is_ready(s):
+            rec.decode_stream(s)
     s.input_finished()
-    rec.decode_stream(s)
+    while rec.is_ready(s):
+        rec.decode_stream(s)
     r = rec.get_result(s)
     return r.tokens, r.timestamps
 

@@ -27,6 +27,11 @@ class Result:
     """Blank frames (encoder output frames) since the segment's last token, as
     sherpa-onnx counts them for its endpoint rules."""
 
+    def __str__(self) -> str:
+        """The text, so ``print(rec.get_result(s))`` prints what sherpa-onnx's
+        ``get_result`` (a string there) would."""
+        return self.text
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

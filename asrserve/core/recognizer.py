@@ -29,7 +29,7 @@ from asrserve.config import (
 from asrserve.core.events import Result
 from asrserve.core.segments import Segment, segments
 from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
-from asrserve.decoding.hotwords import ContextGraph
+from asrserve.decoding.hotwords import ContextGraph, hotword_phrases
 from asrserve.decoding.search import Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ConfigError, ModelLoadError
@@ -164,15 +164,16 @@ class Recognizer:
     # --- streams ----------------------------------------------------------
     def create_stream(
         self,
-        hotwords: Sequence[str] | None = None,
+        hotwords: str | Sequence[str] | None = None,
         decoding: DecodingConfig | None = None,
         endpoint: EndpointConfig | None = None,
     ) -> Stream:
         """A new stream; ``hotwords`` are phrases (optionally ``"PHRASE :score"``)
-        boosted by modified beam search; ``decoding`` and ``endpoint`` override
-        the recognizer's defaults for this stream."""
+        boosted by modified beam search: a list, or one string of phrases
+        separated by ``/`` or newlines as sherpa-onnx takes them; ``decoding``
+        and ``endpoint`` override the recognizer's defaults for this stream."""
         cfg = (decoding or self.decoding).validate()
-        phrases = list(hotwords if hotwords is not None else cfg.hotwords)
+        phrases = hotword_phrases(hotwords if hotwords is not None else cfg.hotwords)
         search = self._search(cfg)
         graph = self.hotword_graph(phrases, cfg.hotwords_score) if phrases else None
         if graph is not None and not search.supports_hotwords:
@@ -245,9 +246,10 @@ class Recognizer:
         return len(ready)
 
     def decode_stream(self, stream: Stream) -> None:
-        """Decode everything that is ready in one stream."""
-        while self.decode_streams([stream]):
-            pass
+        """Decode one chunk of one stream, when one is ready (as sherpa-onnx's
+        ``decode_stream`` does): ``while rec.is_ready(s): rec.decode_stream(s)``
+        with an endpoint check after each call sees every chunk's endpoint."""
+        self.decode_streams([stream])
 
     # --- results and endpoints -------------------------------------------
     def _best(self, stream: Stream) -> tuple[list[int], list[int], int]:
@@ -315,8 +317,10 @@ class Recognizer:
         samples, rate = load_input(audio, sample_rate, self.feature_config.sample_rate)
         stream = self.create_stream(hotwords=hotwords)
         for _ in feed_in_chunks(stream, samples, rate, chunk_seconds, progress):
-            self.decode_stream(stream)
-        self.decode_stream(stream)
+            while self.decode_streams([stream]):
+                pass
+        while self.decode_streams([stream]):
+            pass
         return self.get_result(stream, is_final=True)
 
     def transcribe_segments(
@@ -375,6 +379,7 @@ class Recognizer:
         of token pieces. The graph is kept for the next :meth:`create_stream`
         with the same phrases, so a server can check a session's hotwords
         before it answers, off its decode thread, without building them twice."""
+        phrases = hotword_phrases(phrases)
         return self.hotword_graph(phrases, default_score).num_tokens if phrases else 0
 
     def hotword_graph(self, phrases: Sequence[str], default_score: float) -> ContextGraph:

@@ -7,9 +7,32 @@ the behaviour of icefall/sherpa-onnx contextual biasing.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from asrserve.errors import ConfigError
+
+_PHRASE_SEPARATORS = re.compile(r"[/\r\n]")
+
+
+def hotword_phrases(hotwords: str | Sequence[str]) -> list[str]:
+    """The phrases of ``hotwords``: a list (or tuple) of phrases as given, or
+    one string in sherpa-onnx's form, phrases separated by ``/`` or newlines
+    (each stripped, empty ones dropped). Anything else, bytes or a list with
+    a non-string item, is refused: a string must never be read letter by letter."""
+    if isinstance(hotwords, str):
+        return [p.strip() for p in _PHRASE_SEPARATORS.split(hotwords) if p.strip()]
+    if isinstance(hotwords, bytes | bytearray | memoryview) or not isinstance(hotwords, Sequence):
+        raise ConfigError(
+            "hotwords must be a string of phrases separated by '/' or newlines, or a "
+            f"list of phrase strings; got {type(hotwords).__name__}"
+        )
+    bad = [type(h).__name__ for h in hotwords if not isinstance(h, str)]
+    if bad:
+        raise ConfigError(f"hotwords: every phrase must be a string; got {', '.join(bad)}")
+    return list(hotwords)
 
 
 @dataclass(eq=False)

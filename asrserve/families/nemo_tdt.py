@@ -50,6 +50,7 @@ from asrserve.core.events import Result
 from asrserve.core.recognizer import audio_pieces, load_input
 from asrserve.core.segments import Segment, joined, segments
 from asrserve.core.stream import InputRate
+from asrserve.decoding.hotwords import hotword_phrases
 from asrserve.decoding.tdt import JointState, TdtGreedySearch, TdtJoint
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import AudioFormatError, ConfigError, ModelLoadError
@@ -486,7 +487,7 @@ class TdtRecognizer:
         endpoint: EndpointConfig | None = None,
     ) -> TdtStream:
         cfg = (decoding or self.decoding).validate()
-        if hotwords or cfg.hotwords:
+        if hotword_phrases(hotwords or ()) or cfg.hotwords:
             raise ConfigError("hotwords are not supported by the TDT model (greedy search only)")
         self._search(cfg)
         detector = VoiceActivityDetector(self.vad, self.vad_config)
@@ -543,9 +544,9 @@ class TdtRecognizer:
         return len(ready)
 
     def decode_stream(self, stream: TdtStream) -> None:
-        """Decode every ready segment of one stream."""
-        while self.decode_streams([stream]):
-            pass
+        """Decode one ready VAD segment of one stream (one step per call, as
+        sherpa-onnx's ``decode_stream``; loop while :meth:`is_ready`)."""
+        self.decode_streams([stream])
 
     def _recognize(
         self, audio: Sequence[FloatArray], configs: Sequence[DecodingConfig]

@@ -114,7 +114,8 @@ def record_feeds(
             stream = recognizer.create_stream(decoding=DecodingConfig(method="greedy"))
             stream.accept_waveform(rate, samples)
             stream.input_finished()
-            recognizer.decode_stream(stream)
+            while recognizer.decode_streams([stream]):
+                pass
             out.seconds += samples.size / rate
             out.files += 1
     finally:

@@ -60,7 +60,8 @@ def transcribe_all(recognizer: Recognizer, audio: Sequence[Path]) -> tuple[list[
         stream = recognizer.create_stream(decoding=DecodingConfig(method="greedy"))
         stream.accept_waveform(rate, samples)
         stream.input_finished()
-        recognizer.decode_stream(stream)
+        while recognizer.decode_streams([stream]):
+            pass
         texts.append(recognizer.get_result(stream, is_final=True).text)
     return texts, time.perf_counter() - start
 

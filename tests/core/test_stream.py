@@ -27,9 +27,11 @@ def _decode(rec: asrserve.Recognizer, rate: int, samples: np.ndarray) -> list[st
     s = rec.create_stream()
     for i in range(0, samples.size, 3000):
         s.accept_waveform(rate, samples[i : i + 3000])
-        rec.decode_stream(s)
+        while rec.is_ready(s):
+            rec.decode_stream(s)
     s.input_finished()
-    rec.decode_stream(s)
+    while rec.is_ready(s):
+        rec.decode_stream(s)
     return rec.get_result(s).tokens
 
 

@@ -104,9 +104,11 @@ def _stream_tokens(rec: Recognizer, wav: Path, piece: int) -> tuple[list[int], l
     s = rec.create_stream()
     for i in range(0, x.size, piece):
         s.accept_waveform(sr, x[i : i + piece])
-        rec.decode_stream(s)
+        while rec.is_ready(s):
+            rec.decode_stream(s)
     s.input_finished()
-    rec.decode_stream(s)
+    while rec.is_ready(s):
+        rec.decode_stream(s)
     return rec.token_ids(s), s.encoder_state
 
 
@@ -180,7 +182,8 @@ def test_beam_search_decodes_and_batches(rec: Recognizer) -> None:
                 pass
         else:
             for s in streams:
-                rec.decode_stream(s)
+                while rec.is_ready(s):
+                    rec.decode_stream(s)
         results.append([rec.token_ids(s) for s in streams])
     assert results[0] == results[1]
     assert all(len(t) > 0 for t in results[0])

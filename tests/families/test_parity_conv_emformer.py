@@ -90,7 +90,8 @@ class Runs:
             s = rec.create_stream(decoding=asrserve.DecodingConfig(method=method, beam=4))  # type: ignore[arg-type]
             s.accept_waveform(sr, x)
             s.input_finished()
-            rec.decode_stream(s)
+            while rec.is_ready(s):
+                rec.decode_stream(s)
             r = rec.get_result(s, is_final=True)
             self._ours[key] = Decoded(r.token_ids, r.timestamps, r.text)
         return self._ours[key]

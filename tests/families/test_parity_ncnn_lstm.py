@@ -82,12 +82,14 @@ def _segments_ours(
     out = []
     for i in range(0, x.size, piece):
         s.accept_waveform(sr, x[i : i + piece])
-        rec.decode_stream(s)
+        while rec.decode_streams([s]):
+            pass
         if rec.is_endpoint(s):
             out.append(rec.get_result(s).token_ids)
             rec.reset(s)
     s.input_finished()
-    rec.decode_stream(s)
+    while rec.decode_streams([s]):
+        pass
     return [*out, rec.get_result(s).token_ids]
 
 
