@@ -115,6 +115,7 @@ async def _sherpa_messages(model: Path, x: npt.NDArray[np.float32], log: Path) -
             stdout=logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=log.parent,  # it writes a log.txt of its own where it runs
         )
     try:
         for _ in range(200):  # wait until it listens (at most 20 s)
