@@ -17,12 +17,14 @@ import re
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -361,6 +363,7 @@ class AsrServer:
         if self.config.isolate_batches:
             recognizer.isolate_batches = True
         self.model_name = model_name
+        self._created = int(time.time())  # the model object's "created"
         self.defaults = defaults or SessionConfig(
             sample_rate=self.config.sample_rate,
             decoding=recognizer.decoding,
@@ -418,6 +421,7 @@ class AsrServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model_id}", self._model)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions.handle)
         app.router.add_get("/v1/realtime", self._realtime)
         app.router.add_get("/{tail:.*}", self._websocket_or_page)
@@ -677,9 +681,30 @@ class AsrServer:
             headers={"Content-Type": "text/plain; version=0.0.4", "Cache-Control": "no-cache"},
         )
 
+    def _model_object(self) -> dict[str, Any]:
+        """The served model as OpenAI describes a model."""
+        return {
+            "id": self.model_name,
+            "object": "model",
+            "created": self._created,
+            "owned_by": "asrserve",
+        }
+
     async def _models(self, _: web.Request) -> web.Response:
-        entry = {"id": self.model_name, "object": "model", "owned_by": "asrserve"}
-        return web.json_response({"object": "list", "data": [entry]})
+        return web.json_response({"object": "list", "data": [self._model_object()]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """``GET /v1/models/{id}``: the model, or OpenAI's 404 for another id."""
+        wanted = request.match_info["model_id"]
+        if wanted != self.model_name:
+            shown = wanted if len(wanted) <= 64 else wanted[:64] + "…"
+            return openai_error(
+                404,
+                f"The model {shown!r} does not exist; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        return web.json_response(self._model_object())
 
     def _refusal(self) -> web.Response | None:
         """Why a new stream cannot start now, as the HTTP answer to its upgrade."""

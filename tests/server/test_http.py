@@ -119,9 +119,13 @@ def test_openai_client(recognizer: asrserve.Recognizer) -> None:
                     model="tiny-lstm", file=f, response_format="text"
                 )
             models = client.models.list()
-            return plain, verbose, text, models
+            one = client.models.retrieve("tiny-lstm")
+            with pytest.raises(openai.NotFoundError):
+                client.models.retrieve("whisper-1")
+            return plain, verbose, text, models, one
 
-        plain, verbose, text, models = await asyncio.to_thread(call)
+        plain, verbose, text, models, one = await asyncio.to_thread(call)
+        assert (one.id, one.object, one.owned_by) == ("tiny-lstm", "model", "asrserve")
         assert plain.text == want
         assert verbose.text == want
         assert verbose.duration == pytest.approx(read_wav(wav)[0].size / 16000, abs=1e-3)
@@ -190,6 +194,18 @@ def test_readyz_and_models(recognizer: asrserve.Recognizer) -> None:
         assert (status, out) == (200, b"ready\n")
         status, _, out = await asyncio.to_thread(request, base + "/v1/models")
         assert json.loads(out)["data"][0]["id"] == "tiny-lstm"
+        status, _, out = await asyncio.to_thread(request, base + "/v1/models/tiny-lstm")
+        assert status == 200
+        model = json.loads(out)
+        assert (model["id"], model["object"], model["owned_by"]) == (
+            "tiny-lstm",
+            "model",
+            "asrserve",
+        )
+        assert isinstance(model["created"], int)
+        status, _, out = await asyncio.to_thread(request, base + "/v1/models/whisper-1")
+        assert status == 404
+        assert json.loads(out)["error"]["code"] == "model_not_found"
         ws_url = base.replace("http", "ws")
         async with connect(ws_url):  # the one allowed connection
             await asyncio.sleep(0.05)
