@@ -246,6 +246,12 @@ class _Access:
             access_log.info("http request", extra={"fields": fields})
 
 
+_COUNTED_ROUTES = frozenset(
+    {"/v1/audio/transcriptions", "/v1/models", "/healthz", "/readyz", "/metrics", "/"}
+)
+"""Routes ``/metrics`` counts by name; any other path counts as ``other`` (a
+client must not be able to add labels)."""
+
 _ACCESS: ContextVar[_Access | None] = ContextVar("asrserve_access", default=None)
 """The access record of the request the current task handles (set by the
 access middleware; handlers add what they know)."""
@@ -482,6 +488,9 @@ class AsrServer:
             if self._gate is not None:
                 self._gate.end(transport)
             info.log(status, loop.time() - started)
+            if not info.websocket:
+                route = request.path if request.path in _COUNTED_ROUTES else "other"
+                self.metrics.count_request(route, status, float(request.get("audio_s", 0.0)))
 
     def _body_timed_out(self, request: web.Request, info: _Access) -> None:
         """A request body still unfinished ``body_timeout_s`` after its head:

@@ -43,6 +43,8 @@ class Metrics:
         self.audio_seconds = 0.0
         self.decode_seconds = 0.0
         self.errors: Counter[str] = Counter()
+        self.http_requests: Counter[tuple[str, int]] = Counter()  # (route, status)
+        self.upload_audio_seconds = 0.0
         self.batch_size = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
         self.decode_latency = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 
@@ -56,6 +58,12 @@ class Metrics:
     def count_error(self, code: str) -> None:
         with self._lock:
             self.errors[code] += 1
+
+    def count_request(self, route: str, status: int, audio_seconds: float = 0.0) -> None:
+        """One plain HTTP request answered (``route``: one of a fixed set)."""
+        with self._lock:
+            self.http_requests[(route, status)] += 1
+            self.upload_audio_seconds += audio_seconds
 
     def render(self) -> str:
         with self._lock:
@@ -84,6 +92,20 @@ class Metrics:
             ]
             lines += [
                 f'asrserve_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())
+            ]
+            lines += [
+                "# HELP asrserve_http_requests_total Plain HTTP requests answered, by route "
+                "and status.",
+                "# TYPE asrserve_http_requests_total counter",
+            ]
+            lines += [
+                f'asrserve_http_requests_total{{route="{r}",status="{s}"}} {n}'
+                for (r, s), n in sorted(self.http_requests.items())
+            ]
+            lines += [
+                "# HELP asrserve_upload_audio_seconds_total Seconds of uploaded audio transcribed.",
+                "# TYPE asrserve_upload_audio_seconds_total counter",
+                f"asrserve_upload_audio_seconds_total {self.upload_audio_seconds:.3f}",
             ]
             lines += self.batch_size.render(
                 "asrserve_batch_size", "Streams advanced by one encoder call."

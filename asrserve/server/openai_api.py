@@ -380,6 +380,7 @@ class TranscriptionsRoute:
             return openai_error(499, "the client closed the connection", code="client_gone")
         finally:
             self.jobs -= 1
+        request["audio_s"] = transcript.duration  # for the access record and /metrics
         if fmt == "text":
             return web.Response(text=transcript.text + "\n")
         if fmt in ("srt", "vtt"):

@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -728,5 +729,32 @@ def test_error_bodies_name_the_problem_not_python_objects(
             bodies.append(out.decode())
         for text in bodies:
             assert " object at 0x" not in text, text
+
+    serve(recognizer, body)
+
+
+def test_metrics_count_http_requests_and_upload_audio(recognizer: asrserve.Recognizer) -> None:
+    async def body(_: AsrServer, base: str) -> None:
+        payload, ctype = multipart({}, WAVS[0].read_bytes())
+        url = base + "/v1/audio/transcriptions"
+        status, _, _ = await asyncio.to_thread(request, url, payload, {"Content-Type": ctype})
+        assert status == 200
+        status, _, _ = await asyncio.to_thread(request, url, b"x", {"Content-Type": ctype})
+        assert status == 400
+        for path in ("/v1/models", "/no/such/path-1", "/no/such/path-2"):
+            await asyncio.to_thread(request, base + path)
+        status, _, out = await asyncio.to_thread(request, base + "/metrics")
+        text = out.decode()
+        route = 'route="/v1/audio/transcriptions"'
+        assert f'asrserve_http_requests_total{{{route},status="200"}} 1' in text
+        assert f'asrserve_http_requests_total{{{route},status="400"}} 1' in text
+        assert 'asrserve_http_requests_total{route="/v1/models",status="200"} 1' in text
+        # unknown paths share one label: a client cannot add series
+        assert 'asrserve_http_requests_total{route="other",status="404"} 2' in text
+        uploaded = re.search(r"^asrserve_upload_audio_seconds_total (\S+)$", text, re.M)
+        assert uploaded is not None
+        assert float(uploaded.group(1)) == pytest.approx(
+            read_wav(WAVS[0])[0].size / 16000, abs=0.01
+        )
 
     serve(recognizer, body)
