@@ -18,8 +18,7 @@ import numpy.typing as npt
 
 from asrserve.backends.base import Session
 from asrserve.config import DecodingConfig, EndpointConfig
-from asrserve.core.events import Result
-from asrserve.core.segments import Segment
+from asrserve.core.events import Result, Segment
 
 
 class AudioStream(Protocol):

@@ -36,26 +36,11 @@ __all__ = [
 import numpy.typing as npt
 
 from asrserve.core.events import Eof, Event, Partial, Result, Segment
+from asrserve.core.interfaces import AudioStream
 from asrserve.core.stream import segment_end
 
-
-class _Stream(Protocol):
-    @property
-    def num_processed_frames(self) -> int: ...
-
-    @property
-    def duration(self) -> float: ...
-
-    @property
-    def is_finished(self) -> bool: ...
-
-    def accept_waveform(self, sample_rate: int, samples: npt.ArrayLike) -> None: ...
-
-    def input_finished(self) -> None: ...
-
-
-S = TypeVar("S", bound=_Stream)
-S_contra = TypeVar("S_contra", bound=_Stream, contravariant=True)
+S = TypeVar("S", bound=AudioStream)
+S_contra = TypeVar("S_contra", bound=AudioStream, contravariant=True)
 
 
 class Segmenting(Protocol[S_contra]):

@@ -76,6 +76,16 @@ def _from_layout(d: Path, role: str, precision: str, layout: Mapping[str, str]) 
     return None
 
 
+def tokens_file(model_dir: Path) -> Path:
+    """``tokens.txt`` of an existing model directory (a clear error otherwise)."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: model directory not found")
+    tokens = model_dir / "tokens.txt"
+    if not tokens.is_file():
+        raise ModelLoadError(f"{model_dir}: tokens.txt not found")
+    return tokens
+
+
 def find_model_files(
     model_dir: str | Path, precision: str = "auto", layout: Mapping[str, str] | None = None
 ) -> ModelFiles:
@@ -93,11 +103,7 @@ def find_model_files(
     if precision not in _PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}; expected one of {_PRECISIONS}")
     d = Path(model_dir)
-    if not d.is_dir():
-        raise ModelLoadError(f"{d}: model directory not found")
-    tokens = d / "tokens.txt"
-    if not tokens.is_file():
-        raise ModelLoadError(f"{d}: tokens.txt not found")
+    tokens = tokens_file(d)
     bpe = d / "bpe.model"
     ncnn = not any(d.glob("encoder*.onnx")) and any(d.glob("encoder*.param"))
     pick: Callable[[Path, str, str], Path] = pick_ncnn if ncnn else pick_file

@@ -55,7 +55,7 @@ from asrserve.decoding.tdt import JointState
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ModelLoadError
 from asrserve.families.base import meta_int
-from asrserve.families.files import pick_file
+from asrserve.families.files import pick_file, tokens_file
 from asrserve.families.load_options import LoadOptions
 from asrserve.families.nemo_sherpa import onnx_metadata
 from asrserve.families.nemo_tdt import TdtRecognizer
@@ -426,11 +426,7 @@ def load_recognizer(
     (``vad``: segmentation options and model path, see
     :func:`asrserve.vad.find_vad_model`)."""
     d = Path(model_dir)
-    if not d.is_dir():
-        raise ModelLoadError(f"{d}: model directory not found")
-    tokens = d / "tokens.txt"
-    if not tokens.is_file():
-        raise ModelLoadError(f"{d}: tokens.txt not found")
+    tokens = tokens_file(d)
     model = load_model(d, options.precision, options.backend)
     symbols = _symbols(tokens, model)
     vad_cfg = (vad or VadConfig()).validate()
