@@ -70,6 +70,9 @@ class DecodingConfig:
     blank_penalty: float = 0.0
     hotwords: tuple[str, ...] = ()
     hotwords_score: float = 1.5
+    temperature_scale: float = 2.0
+    """Divides the joiner's logits for the per-token confidences (``ys_probs``)
+    only, as sherpa-onnx's option of that name; decoding is unchanged."""
 
     def validate(self) -> DecodingConfig:
         normalize_method(self.method)
@@ -78,6 +81,11 @@ class DecodingConfig:
         if self.max_symbols_per_frame < 1:
             raise ConfigError(
                 f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
+            )
+        if not (math.isfinite(self.temperature_scale) and 0 < self.temperature_scale <= MAX_SCORE):
+            raise ConfigError(
+                f"temperature_scale must be a number in (0, {MAX_SCORE:g}], "
+                f"got {self.temperature_scale}"
             )
         if not 0 <= self.blank_penalty <= MAX_SCORE:
             raise ConfigError(

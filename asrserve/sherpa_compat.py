@@ -41,7 +41,6 @@ _NO_OP_DEFAULTS: dict[str, Any] = {
     "dither": 0.0,
     "normalize_samples": True,
     "snip_edges": False,
-    "blank_penalty": 0.0,
     "lm": "",
     "debug": False,
     "rule_fsts": "",
@@ -80,6 +79,8 @@ class OnlineRecognizer:
         max_active_paths: int = 4,
         hotwords_score: float = 1.5,
         hotwords_file: str = "",
+        blank_penalty: float = 0.0,
+        temperature_scale: float = 2.0,
         provider: str = "cpu",
         model_type: str = "",
         **others: Any,
@@ -150,7 +151,9 @@ class OnlineRecognizer:
                 method=method,  # type: ignore[arg-type]
                 beam=max_active_paths,
                 hotwords_score=hotwords_score,
-            ),
+                blank_penalty=blank_penalty,
+                temperature_scale=temperature_scale,
+            ).validate(),
             endpoint=endpoint,
             features=FeatureConfig(sample_rate=int(sample_rate), num_bins=feature_dim),
             tail_padding_s=0.0,  # sherpa-onnx adds none: its users append their own

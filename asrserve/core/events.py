@@ -26,6 +26,10 @@ class Result:
     num_trailing_blanks: int = 0
     """Blank frames (encoder output frames) since the segment's last token, as
     sherpa-onnx counts them for its endpoint rules."""
+    ys_probs: list[float] = field(default_factory=list)
+    """Each token's log-probability (log-softmax of the joiner's logits divided
+    by ``DecodingConfig.temperature_scale``), as sherpa-onnx reports them;
+    empty for searches that do not compute them (NeMo models)."""
 
     def __str__(self) -> str:
         """The text, so ``print(rec.get_result(s))`` prints what sherpa-onnx's

@@ -30,7 +30,7 @@ from asrserve.core.events import Result
 from asrserve.core.segments import Segment, segments
 from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
 from asrserve.decoding.hotwords import ContextGraph, hotword_phrases
-from asrserve.decoding.search import Search
+from asrserve.decoding.search import Best, Search
 from asrserve.decoding.tokens import SymbolTable
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.families.base import EncoderModel
@@ -252,7 +252,7 @@ class Recognizer:
         self.decode_streams([stream])
 
     # --- results and endpoints -------------------------------------------
-    def _best(self, stream: Stream) -> tuple[list[int], list[int], int]:
+    def _best(self, stream: Stream) -> Best:
         search = self._searches[self._search_key(stream.decoding)]
         return search.tokens(stream.search_state)
 
@@ -261,7 +261,7 @@ class Recognizer:
         return self._best(stream)[0]
 
     def get_result(self, stream: Stream, is_final: bool = False) -> Result:
-        ids, frames, trailing_blanks = self._best(stream)
+        ids, frames, trailing_blanks, log_probs = self._best(stream)
         text, pieces = self.symbols.decode(ids)
         kept = [i for i, t in enumerate(ids) if self.symbols[t] != "<unk>"]
         start = stream.segment_start_frame * self.frame_shift_s
@@ -274,13 +274,14 @@ class Recognizer:
             start_time=round(start, 3),
             is_final=is_final,
             num_trailing_blanks=trailing_blanks,
+            ys_probs=[log_probs[i] for i in kept] if log_probs else [],
         )
 
     def is_endpoint(self, stream: Stream) -> bool:
         rules = stream.endpoint or self.endpoint
         if not rules.enabled:
             return False
-        _, _, trailing_blanks = self._best(stream)
+        trailing_blanks = self._best(stream).trailing_blanks
         frames = stream.num_processed_frames - stream.segment_start_frame
         # float32 products, as sherpa-onnx computes them (see EndpointRule.activated)
         shift = self.frame_shift_s
@@ -291,8 +292,7 @@ class Recognizer:
         """Start a new segment: search restarts, the audio clock goes on, and
         so does the encoder cache unless the family restarts it at endpoints
         (``reset_encoder_on_endpoint``, as sherpa-onnx does for NeMo models)."""
-        ids, _, _ = self._best(stream)
-        if ids:
+        if self._best(stream).ids:
             stream.segment += 1
         search = self._searches[self._search_key(stream.decoding)]
         stream.search_state = search.reset(stream.search_state)
@@ -346,8 +346,8 @@ class Recognizer:
     def _search_key(cfg: DecodingConfig) -> tuple[Any, ...]:
         method = normalize_method(cfg.method)
         if method == "greedy":
-            return (method, cfg.blank_penalty, cfg.max_symbols_per_frame)
-        return (method, cfg.blank_penalty, cfg.beam)
+            return (method, cfg.blank_penalty, cfg.max_symbols_per_frame, cfg.temperature_scale)
+        return (method, cfg.blank_penalty, cfg.beam, cfg.temperature_scale)
 
     def _search(self, cfg: DecodingConfig) -> Search:
         key = self._search_key(cfg)

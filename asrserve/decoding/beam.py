@@ -19,6 +19,7 @@ import numpy.typing as npt
 from asrserve.decoding.decoder_cache import DecoderCache
 from asrserve.decoding.greedy import initial_context
 from asrserve.decoding.hotwords import ContextGraph, ContextState
+from asrserve.decoding.search import Best
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -32,6 +33,8 @@ class BeamHyp:
     num_trailing_blanks: int = 0
     carried: tuple[int, ...] | None = None
     """Decoder context used instead of ``ys`` for one frame after an endpoint."""
+    log_probs: list[float] = field(default_factory=list)
+    """Each token's temperature-scaled log-probability (see :class:`Best`)."""
 
 
 class _Path(Protocol):
@@ -126,8 +129,10 @@ class ModifiedBeamSearch:
         joiner_frame: Callable[[FloatArray, FloatArray], FloatArray],
         context_fill: int = -1,
         keep_context: bool = True,
+        temperature: float = 2.0,
     ) -> None:
         self.joiner = joiner
+        self.temperature = temperature
         self.joiner_frame = joiner_frame
         self.per_stream = per_stream
         self.decoder = decoder
@@ -155,6 +160,8 @@ class ModifiedBeamSearch:
                 dec = self.decoder.get([self.decoder.context_of(h.ys, h.carried) for h in flat])
                 enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
                 logits = self.joiner(enc, dec)
+            # confidences from the raw logits, before the blank penalty (as sherpa-onnx)
+            confidences = log_softmax(logits / np.float32(self.temperature))
             if self.blank_penalty > 0:
                 logits[:, 0] -= self.blank_penalty
             best = top_extensions(logits, prev, self.beam)
@@ -167,9 +174,11 @@ class ModifiedBeamSearch:
                     hyp = BeamHyp(
                         src.ys, 0.0, src.timestamps, src.context_state, src.num_trailing_blanks
                     )
+                    hyp.log_probs = src.log_probs
                     if token not in self.skip_ids:
                         hyp.ys = [*src.ys, token]
                         hyp.timestamps = [*src.timestamps, t + state.frame_offset]
+                        hyp.log_probs = [*src.log_probs, float(confidences[row, token])]
                         hyp.num_trailing_blanks = 0
                         if graph is not None and src.context_state is not None:
                             context_score, hyp.context_state = graph.forward_one_step(
@@ -197,13 +206,15 @@ class ModifiedBeamSearch:
             out.append(self.joiner_frame(enc_t[i], dec))
         return np.concatenate(out)
 
-    def tokens(self, state: BeamState) -> tuple[list[int], list[int], int]:
+    def tokens(self, state: BeamState) -> Best:
         best = state.best()
-        return best.ys[self.decoder.context_size :], list(best.timestamps), best.num_trailing_blanks
+        ids = best.ys[self.decoder.context_size :]
+        return Best(ids, list(best.timestamps), best.num_trailing_blanks, tuple(best.log_probs))
 
     def reset(self, state: BeamState) -> BeamState:
-        """New segment after an endpoint. ``keep_context`` (sherpa-onnx): each
-        path goes on from its last tokens. Otherwise (sherpa-ncnn) one fresh
+        """New segment after an endpoint. ``keep_context`` (sherpa-onnx): a
+        fresh path (log-prob 0) beside every old path going on from its last
+        tokens with its log-prob, so the fresh one usually leads. Otherwise (sherpa-ncnn) one fresh
         path whose first frame still sees the best path's last tokens."""
         cs = self.decoder.context_size
         if not self.keep_context:
@@ -213,10 +224,10 @@ class ModifiedBeamSearch:
             carried = self.decoder.context_of(best.ys, best.carried)
             hyp.carried = None if carried == tuple(hyp.ys) else carried
             return fresh
+        new = self.initial(state.context_graph)
         if len(state.best().ys) <= cs:
-            return self.initial(state.context_graph)
+            return new
         root = state.context_graph.root if state.context_graph else None
-        new = BeamState({}, state.context_graph)
         for h in state.hyps.values():
             new.add(BeamHyp(h.ys[-cs:], h.log_prob, context_state=root))
         return new

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from asrserve.decoding.decoder_cache import DecoderCache
 from asrserve.decoding.hotwords import ContextGraph
+from asrserve.decoding.search import Best, token_log_probs
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -35,6 +36,7 @@ class GreedyHyp:
     frame_offset: int = 0
     num_trailing_blanks: int = 0
     carried: tuple[int, ...] | None = None
+    log_probs: list[float] = field(default_factory=list)
 
 
 def initial_context(context_size: int, fill: int = -1) -> list[int]:
@@ -54,8 +56,10 @@ class GreedySearch:
         *,
         context_fill: int = -1,
         keep_context: bool = True,
+        temperature: float = 2.0,
     ) -> None:
         self.joiner = joiner
+        self.temperature = temperature
         self.decoder = decoder
         self.skip_ids = frozenset(skip_ids)
         self.blank_penalty = blank_penalty
@@ -80,11 +84,13 @@ class GreedySearch:
                 if self.blank_penalty > 0:
                     logits[:, 0] -= self.blank_penalty
                 best = logits.argmax(axis=1)
+                probs = token_log_probs(logits, best, self.temperature)
                 emitted: list[int] = []
-                for row, y in zip(rows.tolist(), best.tolist(), strict=True):
+                for row, y, p in zip(rows.tolist(), best.tolist(), probs, strict=True):
                     h = hyps[row]
                     if y not in self.skip_ids:
                         h.ys.append(y)
+                        h.log_probs.append(p)
                         h.carried = None
                         h.timestamps.append(t + h.frame_offset)
                         h.num_trailing_blanks = 0
@@ -98,9 +104,9 @@ class GreedySearch:
         for h in hyps:
             h.frame_offset += num_frames
 
-    def tokens(self, hyp: GreedyHyp) -> tuple[list[int], list[int], int]:
-        """(token ids without the context padding, frame timestamps, trailing blanks)."""
-        return hyp.ys[self.decoder.context_size :], list(hyp.timestamps), hyp.num_trailing_blanks
+    def tokens(self, hyp: GreedyHyp) -> Best:
+        ids = hyp.ys[self.decoder.context_size :]
+        return Best(ids, list(hyp.timestamps), hyp.num_trailing_blanks, tuple(hyp.log_probs))
 
     def reset(self, hyp: GreedyHyp) -> GreedyHyp:
         """New segment after an endpoint; the old tokens stay the decoder's context."""

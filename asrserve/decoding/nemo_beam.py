@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from asrserve.decoding.beam import log_softmax, topk_desc
 from asrserve.decoding.hotwords import ContextGraph, ContextState
+from asrserve.decoding.search import Best
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -220,9 +221,9 @@ class NemoBeamSearch:
         ranked = sorted(merged.values(), key=lambda c: -c.log_prob)
         return ranked[: self.beam]
 
-    def tokens(self, state: NemoBeamState) -> tuple[list[int], list[int], int]:
+    def tokens(self, state: NemoBeamState) -> Best:
         best = state.best()
-        return list(best.ys), list(best.timestamps), best.num_trailing_blanks
+        return Best(list(best.ys), list(best.timestamps), best.num_trailing_blanks)
 
     def reset(self, state: NemoBeamState) -> NemoBeamState:
         return self.initial(state.context_graph)

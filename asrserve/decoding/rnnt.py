@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from asrserve.decoding.beam import MergingPaths, top_extensions
 from asrserve.decoding.hotwords import ContextGraph, ContextState
+from asrserve.decoding.search import Best
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -142,9 +143,9 @@ class RnntGreedySearch(_RnntBase):
         for s in states:
             s.frame_offset += num_frames
 
-    def tokens(self, state: RnntGreedyState) -> tuple[list[int], list[int], int]:
+    def tokens(self, state: RnntGreedyState) -> Best:
         h = state.hyp
-        return list(h.ys), list(h.timestamps), h.num_trailing_blanks
+        return Best(list(h.ys), list(h.timestamps), h.num_trailing_blanks)
 
     def reset(self, state: RnntGreedyState) -> RnntGreedyState:
         """New segment: the prediction network restarts (as sherpa-onnx does for
@@ -206,9 +207,9 @@ class RnntBeamSearch(_RnntBase):
         for s in states:
             s.frame_offset += num_frames
 
-    def tokens(self, state: RnntBeamState) -> tuple[list[int], list[int], int]:
+    def tokens(self, state: RnntBeamState) -> Best:
         best = state.best()
-        return list(best.ys), list(best.timestamps), best.num_trailing_blanks
+        return Best(list(best.ys), list(best.timestamps), best.num_trailing_blanks)
 
     def reset(self, state: RnntBeamState) -> RnntBeamState:
         return self.initial(state.context_graph)

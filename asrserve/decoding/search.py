@@ -9,7 +9,7 @@ it with :meth:`Search.initial`, advances it with one batched
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,21 @@ import numpy.typing as npt
 from asrserve.decoding.hotwords import ContextGraph
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class Best(NamedTuple):
+    """The best hypothesis of a stream's current segment."""
+
+    ids: list[int]
+    """Token ids, without the decoder's context padding."""
+    frames: list[int]
+    """Each token's output frame, from the segment's start."""
+    trailing_blanks: int
+    """Blank output frames since the last token."""
+    log_probs: tuple[float, ...] = ()
+    """Each token's log-probability (temperature-scaled log-softmax of the
+    joiner's logits, as sherpa-onnx's ``ys_probs``); empty where the search
+    does not compute them."""
 
 
 class Search(Protocol):
@@ -29,10 +44,20 @@ class Search(Protocol):
         """Advance each stream's state over ``encoder_out`` (N, T, D), in place."""
         ...
 
-    def tokens(self, state: Any) -> tuple[list[int], list[int], int]:
-        """(token ids, their output-frame timestamps, trailing blank frames)."""
-        ...
+    def tokens(self, state: Any) -> Best: ...
 
     def reset(self, state: Any) -> Any:
         """The state of a new segment after an endpoint."""
         ...
+
+
+def token_log_probs(
+    logits: FloatArray, tokens: npt.NDArray[np.int64], temperature: float
+) -> list[float]:
+    """``log_softmax(logits / temperature)[row, token]`` for each row, in float32
+    as sherpa-onnx computes its per-token confidences."""
+    scaled = logits / np.float32(temperature)
+    m = scaled.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(scaled - m).sum(axis=1, dtype=np.float32))
+    picked = scaled[np.arange(len(tokens)), tokens] - lse
+    return [float(p) for p in picked]

@@ -200,6 +200,7 @@ class TransducerModel(BatchedStates):
                 cfg.max_symbols_per_frame,
                 context_fill=self.initial_context_fill,
                 keep_context=self.reset_keeps_context,
+                temperature=cfg.temperature_scale,
             )
         return ModifiedBeamSearch(
             self.run_joiner,
@@ -211,6 +212,7 @@ class TransducerModel(BatchedStates):
             joiner_frame=self.run_joiner_frame,
             context_fill=self.initial_context_fill,
             keep_context=self.reset_keeps_context,
+            temperature=cfg.temperature_scale,
         )
 
     def _check_states(self) -> None:

@@ -681,7 +681,7 @@ def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> dict[str, Any]:
         "text": result.text,
         "tokens": result.tokens,
         "timestamps": [round(t - start, 2) for t in result.timestamps],
-        "ys_probs": [],
+        "ys_probs": [round(p, 6) for p in result.ys_probs],
         "lm_probs": [],
         "context_scores": [],
         "segment": result.segment,
