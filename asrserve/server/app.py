@@ -71,7 +71,7 @@ from asrserve.server.protocol import (
     WireSession,
     session_cost,
 )
-from asrserve.server.realtime import RealtimeSession
+from asrserve.server.realtime import RealtimeSession, opening_shape
 from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
 from asrserve.server.web import WEB_FILES, web_file
 
@@ -756,7 +756,9 @@ class AsrServer:
         if intent != "transcription":
             msg = f"intent {intent!r} is not supported; this server does intent=transcription"
             return openai_error(400, msg, param="intent")
-        session = RealtimeSession(self.defaults, request.query.get("model", self.model_name))
+        model = request.query.get("model", self.model_name)
+        shape = opening_shape(request.query, request.headers)
+        session = RealtimeSession(self.defaults, model, shape)
         return await self._stream(request, session)
 
     async def _stream(
