@@ -13,14 +13,23 @@ run on ``upload_workers`` threads behind a queue of ``max_queued_uploads``
 (beyond it: 429 and ``Retry-After``) and count as connections, server-wide
 and per client address; and a decode stops within about a second of its
 client going away.
+
+With ``stream=true`` the answer is OpenAI's server-sent events: a
+``transcript.text.delta`` as each segment ends (its text, after a space when
+text came before: the deltas concatenate to the whole text), then one
+``transcript.text.done``. Errors before the first event are the usual JSON
+errors; after it, an ``error`` event ends the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +49,12 @@ from asrserve.errors import AudioFormatError, AudioLimitError
 from asrserve.server.auth import Quota
 from asrserve.subtitles import make_cues, to_srt, to_vtt, words_with_times
 
+log = logging.getLogger("asrserve.server")
+
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+STREAM_FORMATS = ("json", "text")
+"""The response formats ``stream=true`` takes (OpenAI's streaming models take
+these; the events are the same for both)."""
 GRANULARITIES = ("segment", "word")
 _CHUNK_S = 1.0
 """Seconds of audio per piece fed to the stream (and per block read from an upload)."""
@@ -122,10 +136,12 @@ def transcribe_pieces(
     recognizer: AnyRecognizer,
     pieces: Iterable[tuple[int, npt.NDArray[np.float32]]],
     cancelled: threading.Event | None = None,
+    on_segment: Callable[[Result], None] | None = None,
 ) -> Transcript:
     """:func:`transcribe_segments` for audio arriving in ``(sample_rate, samples)``
     pieces (one rate throughout; the stream resamples). Between pieces it
-    raises :class:`UploadCancelled` once ``cancelled`` is set."""
+    raises :class:`UploadCancelled` once ``cancelled`` is set; ``on_segment``
+    is called with each segment's result as it ends."""
     stream = recognizer.create_stream(endpoint=EndpointConfig(enabled=True))
     out = Transcript()
     received, input_rate = 0, 1  # samples of input audio, at its rate
@@ -140,6 +156,8 @@ def transcribe_pieces(
 
     for seg in segments(recognizer, stream, counted()):
         out.add(seg.result, seg.end)
+        if on_segment is not None:
+            on_segment(seg.result)
     if not out.segments:  # nothing heard: one empty segment over the audio
         out.add(Result(is_final=True), segment_end(stream, recognizer.frame_shift_s))
     out.duration = received / input_rate
@@ -314,7 +332,7 @@ class TranscriptionsRoute:
         self.jobs = 0
         """Uploads admitted to decoding, running or queued (until their worker stops)."""
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         c = self.config
         address = request.remote or "?"
         if self.streams() + self.active >= c.max_connections:
@@ -334,7 +352,7 @@ class TranscriptionsRoute:
             self.active -= 1
             self.per_ip.release(address)
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             upload = await read_upload(request, self.max_upload_bytes)
         except TooLarge:
@@ -348,6 +366,17 @@ class TranscriptionsRoute:
         if fmt not in RESPONSE_FORMATS:
             expected = ", ".join(RESPONSE_FORMATS)
             msg = f"unsupported response_format {fmt!r}; expected one of {expected}"
+            return openai_error(400, msg, param="response_format")
+        stream = (fields.get("stream") or ["false"])[0].strip().lower()
+        if stream not in ("true", "1", "false", "0", ""):
+            msg = f"stream must be true or false, not {stream!r}"
+            return openai_error(400, msg, param="stream")
+        streamed = stream in ("true", "1")
+        if streamed and fmt not in STREAM_FORMATS:
+            msg = (
+                f"response_format {fmt!r} cannot be streamed; with stream=true use "
+                f"{' or '.join(STREAM_FORMATS)}"
+            )
             return openai_error(400, msg, param="response_format")
         granularities = fields.get("timestamp_granularities[]", []) + fields.get(
             "timestamp_granularities", []
@@ -367,20 +396,34 @@ class TranscriptionsRoute:
             )
             return openai_error(429, msg, code="rate_limit_exceeded", retry_after=RETRY_AFTER_S)
         self.jobs += 1
+        events = _EventStream(request) if streamed else None
         try:
-            transcript = await self._transcribe(request, upload)
-        except AudioLimitError as exc:
-            return openai_error(
-                413 if exc.too_large else 400, str(exc), param="file", code=exc.code
-            )
-        except AudioFormatError as exc:
-            return openai_error(400, str(exc), param="file", code="invalid_audio")
+            transcript = await self._transcribe(request, upload, events)
+        except (AudioLimitError, AudioFormatError) as exc:
+            status, code = 400, "invalid_audio"
+            if isinstance(exc, AudioLimitError):
+                status, code = (413 if exc.too_large else 400), exc.code
+            if events is not None and events.started:
+                self.refused(code)
+                return await events.error(status, str(exc), param="file", code=code)
+            return openai_error(status, str(exc), param="file", code=code)
         except UploadCancelled:
             self.refused("client_gone")
+            if events is not None and events.started:
+                return events.response
             return openai_error(499, "the client closed the connection", code="client_gone")
+        except Exception:
+            if events is None or not events.started:
+                raise
+            # the 200 and some text are out: say so in the stream, log the trace
+            log.exception("streamed transcription of %r failed", upload.filename)
+            self.refused("server_error")
+            return await events.error(500, "internal error while transcribing", code=None)
         finally:
             self.jobs -= 1
         request["audio_s"] = transcript.duration  # for the access record and /metrics
+        if events is not None:
+            return await events.done(transcript)
         if fmt == "text":
             return web.Response(text=transcript.text + "\n")
         if fmt in ("srt", "vtt"):
@@ -392,24 +435,53 @@ class TranscriptionsRoute:
             text=json.dumps({"text": transcript.text}), content_type="application/json"
         )
 
-    async def _transcribe(self, request: web.Request, upload: Upload) -> Transcript:
+    async def _transcribe(
+        self, request: web.Request, upload: Upload, events: _EventStream | None = None
+    ) -> Transcript:
         """Check the header (off the event loop, not in the queue: a refusal is
-        immediate), then decode on the upload pool while watching the client."""
+        immediate), then decode on the upload pool while watching the client;
+        with ``events``, each segment's text is sent as a delta as it ends."""
         loop = asyncio.get_running_loop()
         max_s = self.config.max_audio_s
         await loop.run_in_executor(None, check_upload_header, upload.audio, upload.filename, max_s)
         cancelled = threading.Event()
-        job = self.executor.submit(self._decode, upload, cancelled)
+        deltas: deque[str] = deque()
+        woken = asyncio.Event()
+
+        def arrived(delta: str) -> None:  # on the loop
+            deltas.append(delta)
+            woken.set()
+
+        texts = TextDeltas()
+
+        def post(result: Result) -> None:  # in the worker
+            delta = texts(result)
+            if delta:
+                loop.call_soon_threadsafe(arrived, delta)
+
+        on_segment = post if events is not None else None
+        job = self.executor.submit(self._decode, upload, cancelled, on_segment)
+        # its result reaches the loop after every delta the worker posted before it
         waiting = asyncio.wrap_future(job)
+        waiting.add_done_callback(lambda _: woken.set())
         try:
-            while not waiting.done():
-                await asyncio.wait({waiting}, timeout=_POLL_S)
-                if not waiting.done() and _client_gone(request):
-                    cancelled.set()
-                    job.cancel()  # not started yet: never runs
-                    await asyncio.wait({waiting})  # started: stops at its next piece
-                    if not waiting.cancelled():
-                        waiting.exception()  # retrieved: UploadCancelled, as expected
+            while True:
+                while deltas and events is not None:
+                    try:
+                        await events.delta(deltas.popleft())
+                    except ConnectionError:
+                        await _stop(job, waiting, cancelled)
+                        raise UploadCancelled from None
+                if waiting.done():
+                    break
+                woken.clear()
+                wake = asyncio.ensure_future(woken.wait())
+                try:
+                    await asyncio.wait({wake}, timeout=_POLL_S)
+                finally:
+                    wake.cancel()
+                if not woken.is_set() and _client_gone(request):
+                    await _stop(job, waiting, cancelled)
                     raise UploadCancelled
         except asyncio.CancelledError:
             cancelled.set()
@@ -417,9 +489,93 @@ class TranscriptionsRoute:
             raise
         return waiting.result()
 
-    def _decode(self, upload: Upload, cancelled: threading.Event) -> Transcript:
+    def _decode(
+        self,
+        upload: Upload,
+        cancelled: threading.Event,
+        on_segment: Callable[[Result], None] | None = None,
+    ) -> Transcript:
         pieces = upload_blocks(upload.audio, upload.filename, self.config.max_audio_s, _CHUNK_S)
-        return transcribe_pieces(self.recognizer, pieces, cancelled)
+        return transcribe_pieces(self.recognizer, pieces, cancelled, on_segment)
+
+
+async def _stop(
+    job: concurrent.futures.Future[Transcript],
+    waiting: asyncio.Future[Transcript],
+    cancelled: threading.Event,
+) -> None:
+    """Stop a decode whose client went away: one not started never runs; a
+    running one stops at its next piece (with :class:`UploadCancelled`)."""
+    cancelled.set()
+    job.cancel()
+    await asyncio.wait({waiting})
+    if not waiting.cancelled():
+        waiting.exception()  # retrieved: UploadCancelled, or the result it had reached
+
+
+class TextDeltas:
+    """Segments' texts as deltas whose concatenation is :attr:`Transcript.text`:
+    each non-empty text, after a space when text came before."""
+
+    def __init__(self) -> None:
+        self._said = False
+
+    def __call__(self, result: Result) -> str:
+        if not result.text:
+            return ""
+        delta = f" {result.text}" if self._said else result.text
+        self._said = True
+        return delta
+
+
+class _EventStream:
+    """One streamed answer: OpenAI's server-sent events (``data: {json}`` and a
+    blank line each). The 200 and its headers go out with the first event, so
+    that an error before any is an ordinary JSON error response."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # a proxy (nginx) must not hold the events
+            }
+        )
+
+    @property
+    def started(self) -> bool:
+        return self.response.prepared
+
+    async def send(self, event: dict[str, Any], name: str | None = None) -> None:
+        """Raises :class:`ConnectionError` when the client is gone."""
+        if not self.response.prepared:
+            await self.response.prepare(self.request)
+        head = f"event: {name}\n" if name else ""
+        await self.response.write(f"{head}data: {json.dumps(event)}\n\n".encode())
+
+    async def delta(self, text: str) -> None:
+        await self.send({"type": "transcript.text.delta", "delta": text})
+
+    async def done(self, transcript: Transcript) -> web.StreamResponse:
+        tokens = sum(len(s.token_ids) for s in transcript.segments)
+        # the schema's token usage: audio is not counted in tokens here
+        usage = {"type": "tokens", "input_tokens": 0, "output_tokens": tokens}
+        usage["total_tokens"] = tokens
+        await self.send({"type": "transcript.text.done", "text": transcript.text, "usage": usage})
+        await self.response.write_eof()
+        return self.response
+
+    async def error(
+        self, status: int, message: str, *, param: str | None = None, code: str | None
+    ) -> web.StreamResponse:
+        """The stream's last event: an ``error`` (the body of :func:`openai_error`)."""
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body = {"message": message, "type": kind, "param": param, "code": code}
+        with contextlib.suppress(ConnectionError):
+            await self.send({"type": "error", "error": body}, name="error")
+            await self.response.write_eof()
+        return self.response
 
 
 def _client_gone(request: web.Request) -> bool:
