@@ -127,48 +127,67 @@ def segments(
 
 
 class StreamEvents:
-    """One stream's events, decided here for every transport: a segment at
-    each endpoint (asked after every chunk: :meth:`after_chunk`), and after a
-    run of chunks (:meth:`report`) a partial when the hypothesis changed, the
-    segment a flush asked for, or the last segment and :class:`Eof` at input end.
+    """One stream's events, decided here for every transport. After every
+    decoded chunk (:meth:`after_chunk`): the segment at an endpoint, a partial
+    when the hypothesis changed, or, once the input has ended and its last
+    chunk is decoded, the last segment and :class:`Eof`. A flush the client
+    asked for is answered by :meth:`report` once its audio is decoded.
+
+    ``every_chunk``: sherpa-onnx's server behaviour, one event per decoded
+    chunk: a partial even when nothing changed, and the segment at an endpoint
+    even when it heard nothing.
 
     Batching transports (the server's scheduler) decode chunks themselves and
     call :meth:`after_chunk` after each; single-stream ones iterate :meth:`events`.
     """
 
-    def __init__(self, rec: Segmenting[S], stream: S) -> None:
+    def __init__(self, rec: Segmenting[S], stream: S, *, every_chunk: bool = False) -> None:
         self._rec: Segmenting[Any] = rec
         self._stream: Any = stream
+        self._every_chunk = every_chunk
         self._shown: list[int] = []  # token ids of the last partial
+        self._ended = False  # Eof reported
 
-    def after_chunk(self) -> Segment | None:
-        seg = after_chunk(self._rec, self._stream)
-        if seg is not None:
-            self._shown = []
-        return seg
-
-    def report(self, *, flush: bool = False) -> list[Event]:
-        """What the stream's client should hear now, besides its endpoints'
-        segments; ``flush``: the client asked to end the open segment once its
-        audio is decoded (the segment is sent even when empty)."""
+    def after_chunk(self) -> list[Event]:
+        """The events of the chunk just decoded."""
         rec, stream = self._rec, self._stream
-        if (stream.is_finished or flush) and not rec.is_ready(stream):
+        seg: Segment | None = None
+        if rec.is_endpoint(stream):
+            seg = close_segment(rec, stream, keep_empty=self._every_chunk)
             self._shown = []
-            seg = close_segment(rec, stream, keep_empty=True)
+        if stream.is_finished and not rec.is_ready(stream):
+            # the input's last chunk: its segment ends with the stream (an
+            # endpoint at this very chunk is that segment, as sherpa-onnx has it)
+            if seg is None:
+                seg = close_segment(rec, stream, keep_empty=True)
             assert seg is not None
-            if stream.is_finished:
-                return [replace(seg, last=True), Eof(stream.duration)]
+            self._ended = True
+            return [replace(seg, last=True), Eof(stream.duration)]
+        if seg is not None:
             return [seg]
         ids = rec.token_ids(stream)
-        if ids == self._shown:
+        if ids == self._shown and not self._every_chunk:
             return []
         self._shown = ids
         return [Partial(rec.get_result(stream), segment_end(stream, rec.frame_shift_s))]
 
+    def report(self, flush: bool = False) -> list[Event]:
+        """What the client should hear now without a chunk decoded: the open
+        segment once a flush's audio is decoded (``flush``; sent even when
+        empty), or the end of a stream whose input ended with no chunk left."""
+        rec, stream = self._rec, self._stream
+        if self._ended or rec.is_ready(stream) or not (stream.is_finished or flush):
+            return []
+        self._shown = []
+        seg = close_segment(rec, stream, keep_empty=True)
+        assert seg is not None
+        if stream.is_finished:
+            self._ended = True
+            return [replace(seg, last=True), Eof(stream.duration)]
+        return [seg]
+
     def events(self) -> Iterator[Event]:
         """Decode what is ready, chunk by chunk, and report."""
         while self._rec.decode_streams([self._stream]):
-            seg = self.after_chunk()
-            if seg is not None:
-                yield seg
+            yield from self.after_chunk()
         yield from self.report()

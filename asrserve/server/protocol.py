@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,6 +88,9 @@ class SessionConfig:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     hotwords: tuple[str, ...] = ()
     endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(enabled=True))
+    every_chunk: bool = False
+    """A result after every decoded chunk, changed or not, and a final at every
+    endpoint, empty or not (sherpa-onnx's server does so)."""
 
 
 # --- commands the protocol hands to the transport ------------------------
@@ -384,7 +388,7 @@ class SherpaSession:
     dialect_name = Dialect.SHERPA.value
 
     def __init__(self, config: SessionConfig) -> None:
-        self.config = config
+        self.config = replace(config, every_chunk=True)
         self.state = State.AWAITING_FIRST
 
     def begin(self) -> list[Command]:
@@ -439,7 +443,7 @@ class SherpaSession:
         self, result: Result, end_time: float, *, final: bool, eof: bool = False
     ) -> list[Command]:
         del end_time
-        return [Send(json.dumps(sherpa_json(result, final or eof, eof)))]
+        return [Send(sherpa_json(result, final or eof, eof))]
 
     def eof(self, duration: float) -> list[Command]:
         del duration
@@ -672,25 +676,41 @@ if TYPE_CHECKING:  # every dialect's class is a WireSession (mypy checks it here
         return s
 
 
-def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> dict[str, Any]:
-    """sherpa-onnx's ``OnlineRecognizerResult`` JSON, as its server sends it:
-    ``timestamps`` count from the segment's ``start_time`` (the core's are from
-    the stream's start)."""
+def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> str:
+    """sherpa-onnx's ``OnlineRecognizerResult`` JSON, byte for byte as its
+    server writes it (``{ "text": ...}``, fixed decimals: 2 for times, 6 for
+    ``ys_probs``): ``timestamps`` count from the segment's ``start_time`` (the
+    core's are from the stream's start)."""
     start = result.start_time
-    return {
-        "text": result.text,
-        "tokens": result.tokens,
-        "timestamps": [round(t - start, 2) for t in result.timestamps],
-        "ys_probs": [round(p, 6) for p in result.ys_probs],
-        "lm_probs": [],
-        "context_scores": [],
-        "segment": result.segment,
-        "words": [],
-        "num_trailing_blanks": result.num_trailing_blanks,
-        "start_time": round(start, 2),
-        "is_final": is_final,
-        "is_eof": is_eof,
-    }
+    fields = (
+        ("text", _quoted(result.text)),
+        ("tokens", _list(_quoted(t) for t in result.tokens)),
+        ("timestamps", _list(f"{max(t - start, 0.0):.2f}" for t in result.timestamps)),
+        ("ys_probs", _list(f"{p:.6f}" for p in result.ys_probs)),
+        ("lm_probs", "[]"),
+        ("context_scores", "[]"),
+        ("segment", str(result.segment)),
+        ("words", "[]"),
+        ("num_trailing_blanks", str(result.num_trailing_blanks)),
+        ("start_time", f"{start:.2f}"),
+        ("is_final", "true" if is_final else "false"),
+        ("is_eof", "true" if is_eof else "false"),
+    )
+    return "{ " + ", ".join(f'"{k}": {v}' for k, v in fields) + "}"
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", **{chr(c): f"\\u{c:04x}" for c in range(0x20)}}
+
+
+def _quoted(text: str) -> str:
+    """A JSON string as sherpa-onnx writes it (``std::quoted``: only quotes and
+    backslashes escaped, UTF-8 as is); control characters, which it would
+    write raw, are escaped so the message stays JSON."""
+    return '"' + "".join(_ESCAPES.get(c, c) for c in text) + '"'
+
+
+def _list(items: Iterable[str]) -> str:
+    return "[" + ", ".join(items) + "]"
 
 
 def asrserve_json(result: Result, end_time: float, final: bool) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from asrserve.core.events import Result
 from asrserve.core.interfaces import AnyRecognizer
-from asrserve.core.segments import Eof, Partial, StreamEvents
+from asrserve.core.segments import Eof, Event, Partial, StreamEvents
 from asrserve.core.stream import Stream
 from asrserve.errors import AsrServeError
 from asrserve.server.metrics import Metrics
@@ -166,7 +166,6 @@ class Scheduler:
         # ended (core.segments.after_chunk), exactly as for any transport.
         # Every per-stream call below goes through _isolated: one stream's
         # failure ends that stream only, never the step of its lane.
-        touched: set[int] = set()
         for _ in range(_MAX_ROUNDS_PER_STEP):
             ready = [
                 s
@@ -179,18 +178,22 @@ class Scheduler:
                 break
             for i in range(0, len(ready), self.max_batch_size):
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
-            touched.update(id(s) for s in ready)
             for slot in ready:
                 if slot.events is None or slot.done:
                     continue
-                seg = self._isolated(slot, outcomes, "ending a segment", slot.events.after_chunk)
-                if seg is not None:
-                    outcomes.setdefault(id(slot), []).append(Outcome("final", seg.result, seg.end))
+                events = self._isolated(slot, outcomes, "ending a chunk", slot.events.after_chunk)
+                outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events or []))
         for slot in live:
             s = slot.stream
-            if id(slot) in touched or slot.flushing or (s is not None and s.is_finished):
-                report = self._isolated(slot, outcomes, "building results", self._report, slot)
-                outcomes.setdefault(id(slot), []).extend(report or [])
+            if slot.events is not None and not slot.done and (
+                slot.flushing or (s is not None and s.is_finished)
+            ):
+                events = self._isolated(
+                    slot, outcomes, "building results", slot.events.report, slot.flushing
+                )
+                if events:
+                    slot.flushing = False  # the segment the flush asked for is out
+                outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events or []))
         ready_now = 0
         for slot in live:
             if slot.stream is not None and not slot.done:
@@ -235,7 +238,7 @@ class Scheduler:
             slot.stream = self.recognizer.create_stream(
                 hotwords=list(c.hotwords) or None, decoding=c.decoding, endpoint=c.endpoint
             )
-            slot.events = StreamEvents(self.recognizer, slot.stream)
+            slot.events = StreamEvents(self.recognizer, slot.stream, every_chunk=c.every_chunk)
         if slot.flushing:
             return
         stream = slot.stream
@@ -278,19 +281,16 @@ class Scheduler:
         audio_s = sum(self.recognizer.decoded_s(s) for s in streams)
         self.metrics.observe_batch(len(streams), elapsed, audio_s)
 
-    def _report(self, slot: StreamSlot) -> list[Outcome]:
-        """The core's events after this step's rounds (besides its endpoints'
-        finals), as the outcomes the transports translate."""
-        if slot.events is None or slot.done:
-            return []
+    @staticmethod
+    def _outcomes(slot: StreamSlot, events: list[Event]) -> list[Outcome]:
+        """The core's events as the outcomes the transports translate."""
         out: list[Outcome] = []
-        for event in slot.events.report(flush=slot.flushing):
+        for event in events:
             if isinstance(event, Partial):
                 out.append(Outcome("partial", event.result, event.end))
             elif isinstance(event, Eof):
                 slot.done = True
                 out.append(Outcome("eof", duration=event.duration))
             else:
-                slot.flushing = False
                 out.append(Outcome("final", event.result, event.end, last=event.last))
         return out
