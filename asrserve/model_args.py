@@ -46,6 +46,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="subtracted from the blank logit: higher values drop fewer words",
     )
     p.add_argument(
+        "--temperature-scale",
+        type=float,
+        default=2.0,
+        help="divides the joiner logits for the per-token confidences (ys_probs) only, "
+        "as sherpa-onnx's option",
+    )
+    p.add_argument(
         "--hotword",
         action="append",
         default=[],
@@ -65,6 +72,7 @@ def decoding_config(args: argparse.Namespace) -> DecodingConfig:
         method=normalize_method(args.decoding),
         beam=args.beam,
         blank_penalty=args.blank_penalty,
+        temperature_scale=args.temperature_scale,
         hotwords=tuple(args.hotword),
         hotwords_score=args.hotwords_score,
     ).validate()

@@ -36,6 +36,7 @@ from asrserve.errors import AudioFormatError, ConfigError
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+    | {".m4a", ".mp4", ".aac", ".webm", ".mka", ".mkv"}  # through PyAV
 )
 _GLOB_CHARS = frozenset("*?[")
 
