@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -19,12 +19,17 @@ from asrserve.errors import AsrServeError
 from asrserve.model_args import add_model_args, load_from_args
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from asrserve.config import ServerConfig
     from asrserve.core.segments import Segment
 
 log = logging.getLogger("asrserve")
 
 EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
+DEFAULT_BATCH = 16
+"""Files ``transcribe`` decodes together (``--batch``)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,6 +52,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if isinstance(d, list | tuple) and not d:
             return f"{text} (default: none)"
         return f"{text} (default: %(default)s)"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def use_help_formatter(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TRANS",
         help="reference transcripts ('ID TEXT' lines, ID = a file's stem, as in trans.txt): "
         "show each beside its transcript and print the word error rate (default: none)",
+    )
+    t.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=DEFAULT_BATCH,
+        metavar="N",
+        help="files decoded together, as one batch of streams whose encoder runs once per "
+        "chunk for all of them (a file's slot goes to the next one when it ends); 1: one "
+        "file after another",
+    )
+    t.add_argument(
+        "--isolate-batches",
+        action="store_true",
+        help="with int8 models that scale activations per batch, run each file's encoder "
+        "chunk alone, so a transcript never depends on the other files (slower)",
     )
 
     from asrserve.bulk.command import add_parser as add_bulk
@@ -463,11 +490,73 @@ def _output_clash(files: Sequence[str], ext: str) -> str | None:
     return None
 
 
+def _file_pieces(
+    path: str, block_s: float, consumed: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """A file's audio as ``(rate, mono float32)`` blocks of ``block_s`` at its own
+    rate (the stream resamples them, to the same samples as resampling the file
+    whole): read block by block where libsndfile reads the file, else decoded
+    whole (PyAV: aac, opus in webm …). ``consumed(seconds)`` after each block."""
+    import soundfile as sf
+
+    from asrserve.audio import read_audio
+    from asrserve.core.rolling import array_pieces
+
+    try:
+        f = sf.SoundFile(path)
+    except Exception:  # read_audio gives the error, or decodes it through PyAV
+        samples, rate = read_audio(path)
+        blocks: Iterable[tuple[int, npt.NDArray[np.float32]]] = array_pieces(samples, rate, block_s)
+    else:
+        blocks = _sf_blocks(f, path, block_s)
+    for rate, block in blocks:
+        yield rate, block
+        if consumed is not None:
+            consumed(block.size / rate)
+
+
+def _sf_blocks(f: Any, path: str, block_s: float) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """Mono blocks of an open :class:`soundfile.SoundFile` (closed at the end),
+    channels averaged as :func:`asrserve.audio.read_audio` does."""
+    import numpy as np
+
+    from asrserve.audio import decode_error_reason
+    from asrserve.errors import AudioFormatError
+
+    with f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        size = max(1, round(block_s * rate))
+        while True:
+            try:
+                data = f.read(size, dtype="float32", always_2d=True)
+            except Exception as exc:  # libsndfile raises several types
+                reason = decode_error_reason(exc)
+                raise AudioFormatError(f"{path}: cannot decode audio ({reason})") from exc
+            if not len(data):
+                return
+            mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+            yield rate, np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _header_seconds(path: str) -> float:
+    """A file's length from its header (0.0 when libsndfile cannot tell)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception:  # PyAV formats, unreadable files: no length for the bar
+        return 0.0
+    return float(info.frames) / float(info.samplerate) if info.samplerate else 0.0
+
+
 def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Transcribe ``args.files`` as a rolling batch of ``args.batch`` streams
+    (:func:`asrserve.core.rolling.transcribe_many`); outputs in the files' order."""
     out = out or sys.stdout
     from tqdm import tqdm
 
-    from asrserve.audio import load_audio, truncated_seconds, truncation_warning
+    from asrserve.audio import truncated_seconds, truncation_warning
+    from asrserve.core.rolling import in_order, transcribe_many
     from asrserve.scoring import read_references, reference_for, word_errors
 
     ext = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}[args.format]
@@ -479,51 +568,55 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from asrserve.config import EndpointConfig
 
     recognizer = load_from_args(args, endpoint=EndpointConfig(enabled=args.endpointing))
-    rate = recognizer.feature_config.sample_rate
+    recognizer.isolate_batches = args.isolate_batches
     failed = 0
     errors = words = scored = 0
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path in args.files:
-        try:
-            samples = load_audio(path, rate)
-        except AsrServeError as exc:
-            print(f"asrserve: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        missing = truncated_seconds(path)
-        if missing > 0:
-            print(f"asrserve: warning: {truncation_warning(path, missing)}", file=sys.stderr)
-        duration = samples.size / rate
-        show = not args.no_progress and duration > 30.0
-        with tqdm(
-            total=round(duration, 1),
-            unit="s",
-            desc=Path(path).name,
-            disable=None if show else True,
-            leave=False,
-            file=sys.stderr,
-        ) as bar:
+    total = 0.0 if args.no_progress else sum(_header_seconds(p) for p in args.files)
+    show = total > 30.0  # short runs end before a bar says anything
+    with tqdm(
+        total=round(total, 1),
+        unit="s",
+        desc=Path(args.files[0]).name if len(args.files) == 1 else f"{len(args.files)} files",
+        disable=None if show else True,
+        leave=False,
+        file=sys.stderr,
+    ) as bar:
 
-            def progress(done: float, _total: float, bar: Any = bar) -> None:
-                bar.n = round(done, 1)
-                bar.refresh()
+        def consumed(seconds: float) -> None:
+            bar.n = round(min(total, bar.n + seconds), 1)
+            bar.refresh()
 
-            parts = list(recognizer.transcribe_segments(samples, rate, progress=progress))
-        reference = reference_for(refs, path) if refs is not None else None
-        if reference is not None:
-            e, n = word_errors(reference, " ".join(seg.text for seg in parts))
-            errors, words, scored = errors + e, words + n, scored + 1
-        text = _render(args.format, path, parts, duration, reference)
-        if args.output_dir is not None:
-            (args.output_dir / f"{Path(path).stem}.{ext}").write_text(text, encoding="utf-8")
-        elif args.format == "text" and len(args.files) > 1:
-            out.write(f"{path}\t{text}")
-        else:
-            out.write(text)
-        if reference is not None and args.format == "text" and args.output_dir is None:
-            out.write(f"    reference: {reference}\n")
-        out.flush()
+        inputs = (_file_pieces(p, _BLOCK_S, consumed if show else None) for p in args.files)
+        decoded = transcribe_many(recognizer, inputs, max_streams=args.batch)
+        for d in in_order(decoded):
+            path = args.files[d.index]
+            if d.error is not None:
+                reason = d.error if isinstance(d.error, AsrServeError) else _unexpected(d.error)
+                bar.clear()
+                print(f"asrserve: error: {reason}", file=sys.stderr)
+                failed += 1
+                continue
+            missing = truncated_seconds(path)
+            if missing > 0:
+                bar.clear()
+                print(f"asrserve: warning: {truncation_warning(path, missing)}", file=sys.stderr)
+            parts = d.segments
+            reference = reference_for(refs, path) if refs is not None else None
+            if reference is not None:
+                e, n = word_errors(reference, " ".join(seg.text for seg in parts))
+                errors, words, scored = errors + e, words + n, scored + 1
+            text = _render(args.format, path, parts, d.duration, reference)
+            if args.output_dir is not None:
+                (args.output_dir / f"{Path(path).stem}.{ext}").write_text(text, encoding="utf-8")
+            elif args.format == "text" and len(args.files) > 1:
+                out.write(f"{path}\t{text}")
+            else:
+                out.write(text)
+            if reference is not None and args.format == "text" and args.output_dir is None:
+                out.write(f"    reference: {reference}\n")
+            out.flush()
     if refs is not None:
         summary = (
             f"WER {100.0 * errors / max(words, 1):.1f} % ({errors} errors in {words} words, "
@@ -531,6 +624,15 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         (out if args.format == "text" and args.output_dir is None else sys.stderr).write(summary)
     return EXIT_FAILED_INPUT if failed else EXIT_OK
+
+
+_BLOCK_S = 1.0
+"""Seconds of a file read at a time by ``transcribe``."""
+
+
+def _unexpected(exc: Exception) -> str:
+    """A failure that is no :class:`AsrServeError`, named by its type."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
