@@ -2,9 +2,9 @@
 
 This is the only asyncio module. aiohttp carries HTTP and WebSocket on one
 port (probes, the browser page, and the streaming dialects). Decoding runs
-in ``decode_threads`` lanes, each a scheduler on its own thread with its
-share of the streams (like sherpa-onnx's work threads); the event loop only
-moves frames, wakes the lanes and answers HTTP.
+on ``decode_threads`` threads that drain one shared pool of streams (see
+:mod:`scheduler`); the event loop only moves frames into the pool, turns the
+outcomes the threads hand back into messages, and answers HTTP.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +73,7 @@ from asrserve.server.protocol import (
     session_cost,
 )
 from asrserve.server.realtime import RealtimeSession, opening_shape
-from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
+from asrserve.server.scheduler import Outcome, Outcomes, Scheduler, StreamSlot
 from asrserve.server.web import WEB_FILES, web_file
 
 log = logging.getLogger("asrserve.server")
@@ -333,24 +334,12 @@ class _Connection:
         self.dropped = False  # cut for not reading (outbox over its limits)
         self.drained = asyncio.Event()
         self.end_code: tuple[int, str] | None = None  # close code after eof, if not normal
-        self.lane: _Lane | None = None
         self.audio_s = 0.0  # audio received, in seconds
         self.finals = 0  # final results sent
         self.error = "-"  # the last error code the client was told (access line)
         self.token: str | None = None  # the token it came with (auth on): SIGHUP may revoke it
         self.revoking: asyncio.Task[None] | None = None
         self.cost = 0.0  # against --max-total-cost, once its start is admitted
-
-
-class _Lane:
-    """A scheduler, the thread it runs on, and the event that wakes it."""
-
-    def __init__(self, index: int, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"asrserve-decode-{index}")
-        self.wake = asyncio.Event()
-        self.streams = 0
-        self.task: asyncio.Task[None] | None = None
 
 
 class AsrServer:
@@ -377,10 +366,18 @@ class AsrServer:
             endpoint=recognizer.endpoint,
         )
         self.metrics = Metrics()
-        self._lanes = [
-            _Lane(i, Scheduler(recognizer, self.config.max_batch_size, self.metrics))
-            for i in range(self.config.decode_threads)
-        ]
+        self.scheduler = Scheduler(
+            recognizer,
+            self.config.max_batch_size,
+            self.metrics,
+            max_wait_s=self.config.max_wait_ms / 1000.0,
+        )
+        # outcomes handed over by the decode threads, taken on the event loop
+        self._inbox: list[tuple[StreamSlot, list[Outcome]]] = []
+        self._inbox_lock = threading.Lock()
+        self._inbox_called = False  # a call to _take_inbox is scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused: set[_Connection] = set()  # readers waiting for their backlog to drain
         self._conns: dict[int, _Connection] = {}  # by id(slot) once started
         self._open: set[_Connection] = set()
         self._stopping = False
@@ -581,14 +578,12 @@ class AsrServer:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            for lane in self._lanes:
-                lane.executor.shutdown(wait=False)
             self._uploads.shutdown(wait=False)
             self._checks.shutdown(wait=False)
             raise _listen_error(c.host, c.port, exc) from None
         self._restore_loop_handler = quiet_loop_errors(loop, self._accept_errors)
-        for lane in self._lanes:
-            lane.task = asyncio.create_task(self._decode_loop(lane))
+        self._loop = loop
+        self.scheduler.start(self._hand_over, self.config.decode_threads)
         self._log_startup()
 
     def urls(self) -> list[str]:
@@ -648,7 +643,6 @@ class AsrServer:
                 await conn.outbox.put(Close(CLOSE_GOING_AWAY, "server shutting down"))
             else:
                 conn.slot.stop()
-                self._wake(conn)
         with contextlib.suppress(asyncio.TimeoutError):
             async with timeout(self.config.shutdown_timeout_s):
                 while self._open:
@@ -662,12 +656,7 @@ class AsrServer:
             self._restore_loop_handler()
         self._accept_errors.cancel()
         self._body_timeouts.cancel()
-        for lane in self._lanes:
-            if lane.task is not None:
-                lane.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
-            lane.executor.shutdown(wait=True)
+        await asyncio.to_thread(self.scheduler.stop)
         self._uploads.shutdown(wait=True)
         self._checks.shutdown(wait=True)
 
@@ -823,8 +812,7 @@ class AsrServer:
         self._count_error("token_revoked", conn)
         conn.session.stop_input()
         if conn.slot is not None and not conn.slot.done:
-            conn.slot.abandoned = True  # nothing more is decoded for it
-            self._wake(conn)
+            conn.slot.abandon()  # nothing more is decoded for it
         conn.revoking = asyncio.create_task(self._close_revoked(conn))
 
     async def _close_revoked(self, conn: _Connection) -> None:
@@ -870,12 +858,10 @@ class AsrServer:
         finally:
             sender.cancel()
             if conn.slot is not None and not conn.slot.done:
-                conn.slot.abandoned = True  # client vanished: drop, answer nobody
-                self._wake(conn)
+                conn.slot.abandon()  # client vanished: drop, answer nobody
             if conn.slot is not None:
                 self._conns.pop(id(conn.slot), None)
-            if conn.lane is not None:
-                conn.lane.streams -= 1
+            self._paused.discard(conn)
             self._open.discard(conn)
             self.metrics.active_streams = len(self._open)
             if access is not None:
@@ -918,7 +904,14 @@ class AsrServer:
             while slot is not None and self._backlogged(slot):
                 # backpressure: stop reading until the decoder catches up
                 conn.drained.clear()
-                await conn.drained.wait()
+                self._paused.add(conn)
+                try:
+                    # again, now that the decode threads see it paused: a step
+                    # that ended just before would not have told it to go on
+                    if self._backlogged(slot):
+                        await conn.drained.wait()
+                finally:
+                    self._paused.discard(conn)
 
     async def _admit(self, conn: _Connection, cmds: list[Command]) -> list[Command]:
         """Check what a session's start asks for before it is answered
@@ -976,15 +969,12 @@ class AsrServer:
         else:
             conn.session.stop_input()
             conn.slot.stop()
-            self._wake(conn)
 
     async def _apply(self, conn: _Connection, cmd: Command) -> None:
         if isinstance(cmd, Start):
             conn.slot = StreamSlot(cmd.config)
             self._conns[id(conn.slot)] = conn
-            conn.lane = min(self._lanes, key=lambda lane: lane.streams)
-            conn.lane.streams += 1
-            conn.lane.scheduler.add(conn.slot)
+            self.scheduler.add(conn.slot)
         elif isinstance(cmd, Send | Close):
             if isinstance(cmd, SendError):
                 self._count_error(cmd.code, conn)
@@ -1003,12 +993,6 @@ class AsrServer:
                 conn.slot.flush()
             elif isinstance(cmd, Stop):
                 conn.slot.stop()
-        self._wake(conn)
-
-    @staticmethod
-    def _wake(conn: _Connection) -> None:
-        if conn.lane is not None:
-            conn.lane.wake.set()
 
     async def _send_loop(self, conn: _Connection) -> None:
         ws = conn.ws
@@ -1034,35 +1018,34 @@ class AsrServer:
         except _ClosedError:
             return
 
-    # --- the decode loop --------------------------------------------------------
-    async def _decode_loop(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
-        wait_s = self.config.max_wait_ms / 1000.0
-        ready = 0
-        last = -float("inf")
-        while True:
-            if not ready:
-                await lane.wake.wait()
-                lane.wake.clear()
-                # Pace steps (at most one per max_wait) so that streams whose
-                # chunks become ready at different moments share encoder calls.
-                delay = last + wait_s - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            last = loop.time()
-            try:
-                results, ready = await loop.run_in_executor(lane.executor, lane.scheduler.step)
-            except Exception:
-                log.exception("scheduler step failed")
-                ready = 0
-                continue
-            for slot, outcomes in results:
-                conn = self._conns.get(id(slot))
-                if conn is not None:
-                    self._deliver(conn, outcomes)
-            for conn in self._open:
-                if conn.slot is None or not self._backlogged(conn.slot):
-                    conn.drained.set()
+    # --- outcomes from the decode threads ---------------------------------------
+    def _hand_over(self, outcomes: Outcomes) -> None:
+        """Decode threads: queue a round's outcomes for the event loop; one
+        wake-up of the loop takes everything queued before it runs."""
+        if not outcomes and not self._paused:
+            return
+        with self._inbox_lock:
+            self._inbox += outcomes
+            if self._inbox_called:
+                return
+            self._inbox_called = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                self._loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        """The event loop: turn the decode threads' outcomes into messages and
+        let paused readers go on once their backlog has drained."""
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+            self._inbox_called = False
+        for slot, outcomes in items:
+            conn = self._conns.get(id(slot))
+            if conn is not None:
+                self._deliver(conn, outcomes)
+        for conn in self._paused:
+            if conn.slot is None or not self._backlogged(conn.slot):
+                conn.drained.set()
 
     def _backlogged(self, slot: StreamSlot) -> bool:
         if slot.done or slot.abandoned:  # nothing will drain it any more
@@ -1112,8 +1095,7 @@ class AsrServer:
         )
         self._count_error("slow_client", conn)
         if conn.slot is not None:
-            conn.slot.abandoned = True
-            self._wake(conn)
+            conn.slot.abandon()
         conn.ws.abort()
 
 

@@ -1,15 +1,29 @@
-"""Cross-stream batching: one decode thread advances every ready stream.
+"""Cross-stream batching: one pool of streams, drained whole by decode threads.
 
-The event loop only hands audio and commands to a :class:`StreamSlot`
-(under its lock); :meth:`Scheduler.step`, run in the decode thread, moves
-them into the core, makes one batched ``decode_streams`` call per
-``max_batch_size`` ready streams and returns what each session should hear.
-The core's objects are touched by the decode thread alone.
+The event loop hands audio and commands to a :class:`StreamSlot` (under the
+slot's lock); the slot then tells its :class:`Scheduler` that it has work,
+and when. Decode threads (``start(threads)``) wait on that shared pool: once
+its earliest work is due, one thread takes **every** stream with work (the
+whole pool, not a share of it), moves their audio into the core, decodes
+rounds of one chunk per ready stream (``decode_streams`` calls of at most
+``max_batch_size``) and hands each round's outcomes to ``deliver`` (which the
+server turns into messages on its event loop: no JSON or framing here). A
+stream is held by one thread at a time; the core's objects are touched by the
+thread that holds it alone.
+
+Pacing, so that encoder calls carry many streams: audio from a stream that
+keeps up with real time waits up to ``max_wait_s`` for other streams' audio
+to arrive and share its calls; a stream that is behind (chunks left after a
+step), has ended its input, asked for a flush or was abandoned is due at
+once, and a step that starts takes everything ready, waiting or not. A step
+runs at most ``max_rounds`` rounds, then hands its streams back to the pool,
+where the ones still behind meet the audio that arrived meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -45,35 +59,51 @@ class Outcome:
     fatal: bool = False  # the stream is dropped after this error
 
 
-_MAX_ROUNDS_PER_STEP = 8
+Outcomes = list[tuple["StreamSlot", list[Outcome]]]
+"""Per slot, what its session should hear, in order."""
+
+Deliver = Callable[[Outcomes], None]
+"""Takes a round's outcomes, and at the end of each step the rest (maybe none);
+called on a decode thread, must not block."""
+
+MAX_ROUNDS = 4
+"""Rounds per step: 160 ms of audio per stream for 40 ms chunks, more than a
+100 ms client frame brings, so a stream at real-time pace ends its step with
+no chunk left; one behind goes back to the pool and meets new batch mates."""
+
 _FLUSH = "flush"
 _STOP = "stop"
 
 
 class StepResult(NamedTuple):
-    outcomes: list[tuple[StreamSlot, list[Outcome]]]
-    ready: int  # streams still ready after the round cap: step again at once
+    outcomes: Outcomes
+    ready: int  # streams left with work after the step (due again at once)
 
 
 class StreamSlot:
     """A session's stream as the scheduler sees it.
 
     The event loop appends audio and commands in arrival order; the decode
-    thread takes them. A flush holds back what came after it until every
-    chunk before it is decoded and the segment is final.
+    thread that holds the slot takes them. A flush holds back what came after
+    it until every chunk before it is decoded and the segment is final.
     """
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
-        self.stream: Stream | None = None  # created by the decode thread
+        self.stream: Stream | None = None  # created by a decode thread
+        self.events: StreamEvents | None = None  # the core's view of the stream
         self._lock = threading.Lock()
         self._pending: list[npt.NDArray[np.float32] | str] = []
         self._pending_samples = 0
         self.flushing = False  # decode thread: a flush waits for its chunks
         self.abandoned = False  # client gone: drop without answering
         self.done = False
-        self.backlog_s = 0.0  # audio accepted but not yet decoded, set by step()
-        self.events: StreamEvents | None = None  # the core's view of the stream
+        self.backlog_s = 0.0  # audio accepted but not yet decoded, set after each step
+        # the pool's bookkeeping, under Scheduler._cond
+        self._scheduler: Scheduler | None = None
+        self._held = False  # a decode thread has it
+        self._queued = False  # in the pool, waiting for a step
+        self._wanted = math.inf  # woken while held: due then, once handed back
 
     @property
     def has_pending(self) -> bool:
@@ -87,14 +117,26 @@ class StreamSlot:
         with self._lock:
             self._pending.append(samples)
             self._pending_samples += samples.size
+        self._wake(urgent=False)
 
     def flush(self) -> None:
         with self._lock:
             self._pending.append(_FLUSH)
+        self._wake(urgent=True)
 
     def stop(self) -> None:
         with self._lock:
             self._pending.append(_STOP)
+        self._wake(urgent=True)
+
+    def abandon(self) -> None:
+        """The client is gone: its stream is dropped at the next step, unanswered."""
+        self.abandoned = True
+        self._wake(urgent=True)
+
+    def _wake(self, urgent: bool) -> None:
+        if self._scheduler is not None:
+            self._scheduler.wake(self, urgent)
 
     def take(self) -> list[npt.NDArray[np.float32] | str]:
         """Everything pending up to and including the first flush."""
@@ -107,36 +149,171 @@ class StreamSlot:
 
 
 class Scheduler:
-    """Owns the recognizer and the list of live slots (decode thread only,
-    apart from :meth:`add`)."""
+    """Owns the recognizer's streams for the server: a pool of slots and the
+    decode threads that drain it (see the module's docstring).
 
-    def __init__(self, recognizer: AnyRecognizer, max_batch_size: int, metrics: Metrics) -> None:
+    :meth:`add` and :meth:`wake` are called by the event loop; :meth:`step`
+    runs one step in the caller's thread (tests, or a server without threads).
+    """
+
+    def __init__(
+        self,
+        recognizer: AnyRecognizer,
+        max_batch_size: int,
+        metrics: Metrics,
+        *,
+        max_wait_s: float = 0.0,
+        max_rounds: int = MAX_ROUNDS,
+    ) -> None:
         self.recognizer = recognizer
         self.max_batch_size = max_batch_size
         self.metrics = metrics
-        self._slots: list[StreamSlot] = []
-        self._new: list[StreamSlot] = []
-        self._lock = threading.Lock()
+        self.max_wait_s = max_wait_s
+        self.max_rounds = max(1, max_rounds)
+        self._cond = threading.Condition(threading.Lock())
+        self._slots: dict[StreamSlot, None] = {}  # live slots, in arrival order
+        self._queue: dict[StreamSlot, None] = {}  # slots with work, not held
+        self._next_due = math.inf  # earliest due time in _queue
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
 
+    # --- the event loop's side ------------------------------------------------
     def add(self, slot: StreamSlot) -> None:
-        with self._lock:
-            self._new.append(slot)
+        """Take a new stream into the pool; its work (audio, commands) follows."""
+        with self._cond:
+            slot._scheduler = self
+            self._slots[slot] = None
+        if slot.has_pending or slot.abandoned:
+            self.wake(slot, urgent=True)
 
+    def wake(self, slot: StreamSlot, urgent: bool = False) -> None:
+        """``slot`` has work: due now (``urgent``) or after ``max_wait_s``."""
+        now = time.monotonic()
+        due = now if urgent else now + self.max_wait_s
+        with self._cond:
+            if slot not in self._slots:
+                return
+            if slot._held:
+                slot._wanted = min(slot._wanted, due)
+                return
+            slot._queued = True
+            self._queue[slot] = None
+            if due < self._next_due:
+                self._next_due = due
+                self._cond.notify()
+
+    @property
+    def live_streams(self) -> int:
+        """Streams in the pool (not finished or dropped yet)."""
+        return len(self._slots)
+
+    # --- decode threads --------------------------------------------------------
+    def start(self, deliver: Deliver, threads: int) -> None:
+        """Start ``threads`` decode threads handing outcomes to ``deliver``."""
+        self._stopping = False
+        for i in range(threads):
+            t = threading.Thread(
+                target=self._thread_main, args=(deliver,), name=f"asrserve-decode-{i}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the decode threads (each ends its step first) and wait for them."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+
+    def _thread_main(self, deliver: Deliver) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            left: list[StreamSlot] = []
+            try:
+                left = self._run(batch, deliver)
+            except Exception:  # a bug: keep the thread, and the others' streams, going
+                log.exception("scheduler step failed")
+            finally:
+                self._hand_back(batch, left)
+
+    def _take(self) -> list[StreamSlot] | None:
+        """Wait until the pool's earliest work is due; then hold every slot with
+        work. None once the scheduler stops."""
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                if self._queue and self._next_due <= now:
+                    return self._hold_queue()
+                self._cond.wait(self._next_due - now if self._queue else None)
+            return None
+
+    def _hold_queue(self) -> list[StreamSlot]:
+        batch = list(self._queue)
+        self._queue.clear()
+        self._next_due = math.inf
+        for slot in batch:
+            slot._held, slot._queued = True, False
+        return batch
+
+    def _hand_back(self, batch: list[StreamSlot], left: list[StreamSlot]) -> None:
+        """Return a step's slots to the pool: those still behind are due now,
+        those woken meanwhile when their wake said; finished ones leave."""
+        now = time.monotonic()
+        behind = {id(s) for s in left}
+        with self._cond:
+            for slot in batch:
+                slot._held = False
+                due, slot._wanted = slot._wanted, math.inf
+                if slot.done or (slot.abandoned and slot.stream is None):
+                    self._slots.pop(slot, None)
+                    continue
+                if id(slot) in behind:
+                    due = now
+                if due < math.inf:
+                    slot._queued = True
+                    self._queue[slot] = None
+                    self._next_due = min(self._next_due, due)
+            if self._queue:
+                self._cond.notify()
+
+    # --- one step ---------------------------------------------------------------
     def step(self) -> StepResult:
-        """Take the slots' input, then decode in rounds (at most
-        ``_MAX_ROUNDS_PER_STEP``, one chunk per ready stream each) and report.
+        """Run one step in this thread over every slot not held by a decode
+        thread; returns the outcomes per slot and how many have work left."""
+        with self._cond:
+            batch = [s for s in self._slots if not s._held]
+            for slot in batch:
+                slot._held, slot._queued = True, False
+            self._queue.clear()  # only slots not held are queued: all taken
+            self._next_due = math.inf
+        got: Outcomes = []
+        left: list[StreamSlot] = []
+        try:
+            left = self._run(batch, got.extend)
+        finally:
+            self._hand_back(batch, left)
+        merged: dict[int, tuple[StreamSlot, list[Outcome]]] = {}
+        for slot, outs in got:
+            merged.setdefault(id(slot), (slot, []))[1].extend(outs)
+        return StepResult(list(merged.values()), len(left))
 
-        Returns the outcomes per slot and how many streams are still ready.
-        """
-        with self._lock:
-            self._slots += self._new
-            self._new = []
+    def _run(self, batch: list[StreamSlot], deliver: Deliver) -> list[StreamSlot]:
+        """Feed, decode up to ``max_rounds`` rounds, report; the slots that
+        still have work (behind, or input held back behind a flush)."""
         rec = self.recognizer
         outcomes: dict[int, list[Outcome]] = {}
+        by_id: dict[int, StreamSlot] = {}
         live: list[StreamSlot] = []
-        dropped: list[StreamSlot] = []  # failed now: their error is still reported
-        for slot in self._slots:
-            if slot.abandoned or slot.done:
+        for slot in batch:
+            by_id[id(slot)] = slot
+            if slot.abandoned:
+                self._drop(slot)
+                continue
+            if slot.done:
                 continue
             try:
                 self._feed(slot)
@@ -146,7 +323,6 @@ class Scheduler:
                 )
                 if slot.stream is None:
                     slot.done = True
-                    dropped.append(slot)
                     continue
             except Exception as exc:
                 # A bug, not the client's doing: drop this stream only; the
@@ -155,18 +331,23 @@ class Scheduler:
                 slot.done = True
                 err = AsrServeError(f"internal error while taking audio: {exc}")
                 outcomes.setdefault(id(slot), []).append(Outcome("error", error=err, fatal=True))
-                dropped.append(slot)
                 continue
             live.append(slot)
-        self._slots = live
+
+        def send(last: bool = False) -> None:
+            # the last call goes out even when empty: the step's end is news
+            # too (backlogs changed; paused readers may go on)
+            if outcomes or last:
+                deliver([(by_id[k], v) for k, v in outcomes.items()])
+                outcomes.clear()
+
         # Rounds: every stream with a ready chunk advances by one per encoder
-        # call, until none is left (streams get audio in bursts of a few
-        # chunks) or the round cap is reached, so a stream can catch up.
-        # After each chunk the core decides whether the stream's segment
-        # ended (core.segments.after_chunk), exactly as for any transport.
-        # Every per-stream call below goes through _isolated: one stream's
-        # failure ends that stream only, never the step of its lane.
-        for _ in range(_MAX_ROUNDS_PER_STEP):
+        # call. After each chunk the core decides whether the stream's segment
+        # ended (StreamEvents.after_chunk), exactly as for any transport, and
+        # each round's outcomes go out before the next round starts. Every
+        # per-stream call goes through _isolated: one stream's failure ends
+        # that stream only, never the step.
+        for _ in range(self.max_rounds):
             ready = [
                 s
                 for s in live
@@ -182,35 +363,55 @@ class Scheduler:
                 if slot.events is None or slot.done:
                     continue
                 events = self._isolated(slot, outcomes, "ending a chunk", slot.events.after_chunk)
-                outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events or []))
+                if events:
+                    outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events))
+            send()
+        flushed: set[int] = set()  # slots whose flush ended in this step
         for slot in live:
             s = slot.stream
-            if slot.events is not None and not slot.done and (
-                slot.flushing or (s is not None and s.is_finished)
+            if (
+                slot.events is not None
+                and not slot.done
+                and (slot.flushing or (s is not None and s.is_finished))
             ):
                 events = self._isolated(
                     slot, outcomes, "building results", slot.events.report, slot.flushing
                 )
                 if events:
+                    if slot.flushing:
+                        flushed.add(id(slot))
                     slot.flushing = False  # the segment the flush asked for is out
-                outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events or []))
-        ready_now = 0
+                    outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events))
+        left = [
+            slot
+            for slot in live
+            if slot.stream is not None
+            and not slot.done
+            and self._isolated(slot, outcomes, "pacing", self._pace, slot, id(slot) in flushed)
+        ]
         for slot in live:
-            if slot.stream is not None and not slot.done:
-                ready_now += bool(self._isolated(slot, outcomes, "pacing", self._pace, slot))
-        by_id = {id(s): s for s in [*live, *dropped]}
-        per_slot = [(by_id[k], v) for k, v in outcomes.items() if k in by_id]
-        return StepResult(per_slot, ready_now)
+            if slot.done:
+                self._drop(slot)
+        send(last=True)
+        return left
 
-    def _pace(self, slot: StreamSlot) -> bool:
-        """Update the slot's backlog; True when it has work for another step."""
+    @staticmethod
+    def _drop(slot: StreamSlot) -> None:
+        """Let go of a finished or abandoned stream's core objects now."""
+        slot.stream, slot.events = None, None
+        slot.backlog_s = 0.0
+
+    def _pace(self, slot: StreamSlot, flush_ended: bool) -> bool:
+        """Update the slot's backlog; True when it has work for another step
+        now: chunks left (it is behind), or a flush under way."""
         rec, s = self.recognizer, slot.stream
         assert s is not None
         slot.backlog_s = rec.backlog_s(s)
-        # input held back behind a flush that just ended must be taken
-        # now: nothing else may wake the lane (the reader may be paused
-        # by backpressure on exactly that input)
-        return rec.is_ready(s) or slot.flushing or slot.has_pending
+        # input held back behind a flush that just ended is taken now: its
+        # wake came while the flush held it (the reader may even be paused by
+        # backpressure on exactly that input). Audio that arrived during the
+        # step is due when its own wake said.
+        return rec.is_ready(s) or slot.flushing or (flush_ended and slot.has_pending)
 
     def _isolated(
         self,
@@ -246,7 +447,7 @@ class Scheduler:
         for item in slot.take():
             if isinstance(item, str):
                 if audio and not stream.is_finished:
-                    stream.accept_waveform(slot.config.sample_rate, np.concatenate(audio))
+                    stream.accept_waveform(slot.config.sample_rate, _joined(audio))
                 audio = []
                 if item == _FLUSH:
                     slot.flushing = True
@@ -257,7 +458,7 @@ class Scheduler:
             else:
                 audio.append(item)
         if audio and not stream.is_finished:
-            stream.accept_waveform(slot.config.sample_rate, np.concatenate(audio))
+            stream.accept_waveform(slot.config.sample_rate, _joined(audio))
 
     def _decode(self, batch: list[StreamSlot], outcomes: dict[int, list[Outcome]]) -> None:
         streams = [s.stream for s in batch if s.stream is not None]
@@ -294,3 +495,7 @@ class Scheduler:
             else:
                 out.append(Outcome("final", event.result, event.end, last=event.last))
         return out
+
+
+def _joined(audio: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    return audio[0] if len(audio) == 1 else np.concatenate(audio)

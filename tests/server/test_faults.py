@@ -354,7 +354,7 @@ def server_state_left(server: AsrServer) -> dict[str, int]:
     left = {
         "open": len(server._open),
         "conns": len(server._conns),
-        "lane_streams": sum(lane.streams for lane in server._lanes),
+        "slots": server.scheduler.live_streams,
     }
     return {k: v for k, v in left.items() if v}
 

@@ -47,7 +47,7 @@ def test_partials_only_when_the_hypothesis_changes() -> None:
 
 def test_one_failing_stream_ends_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream whose results cannot be built (as with a token table shorter
-    than the model's vocabulary: KeyError) gets an error; its lane mates go on."""
+    than the model's vocabulary: KeyError) gets an error; its batch mates go on."""
     x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
     rec = asrserve.load_model(BUILTIN, endpoint=EndpointConfig(enabled=False))
     sched = Scheduler(rec, max_batch_size=8, metrics=Metrics())
