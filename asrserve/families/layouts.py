@@ -32,13 +32,21 @@ class Layout:
 @cache
 def layouts() -> tuple[Layout, ...]:
     """The layouts, in the order they are tried (imported on first use)."""
-    from asrserve.families import loading, nemo_offline, nemo_sherpa, nemo_streaming, nemo_tdt
+    from asrserve.families import (
+        loading,
+        nemo_offline,
+        nemo_sherpa,
+        nemo_streaming,
+        nemo_tdt,
+        whisper,
+    )
 
     return (
         Layout("nemo-streaming", nemo_streaming.probe, nemo_streaming.load_recognizer),
         Layout("nemo-tdt", nemo_tdt.probe, nemo_tdt.load_recognizer),
         Layout("nemo-sherpa", nemo_sherpa.probe, nemo_sherpa.load_recognizer),
         Layout("nemo-offline", nemo_offline.probe, nemo_offline.load_recognizer),
+        Layout("whisper", whisper.probe, whisper.load_recognizer),
         Layout("transducer", loading.probe, loading.load_recognizer),
     )
 
