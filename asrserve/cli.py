@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -19,17 +19,12 @@ from asrserve.errors import AsrServeError
 from asrserve.model_args import add_model_args, load_from_args
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from asrserve.config import ServerConfig
     from asrserve.core.segments import Segment
 
 log = logging.getLogger("asrserve")
 
 EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
-DEFAULT_BATCH = 16
-"""Files ``transcribe`` decodes together (``--batch``)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -111,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference transcripts ('ID TEXT' lines, ID = a file's stem, as in trans.txt): "
         "show each beside its transcript and print the word error rate (default: none)",
     )
+    from asrserve.core.rolling import DEFAULT_MAX_STREAMS
+
     t.add_argument(
         "--batch",
         type=_positive_int,
-        default=DEFAULT_BATCH,
+        default=DEFAULT_MAX_STREAMS,
         metavar="N",
         help="files decoded together, as one batch of streams whose encoder runs once per "
         "chunk for all of them (a file's slot goes to the next one when it ends); 1: one "
@@ -129,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from asrserve.bulk.command import add_parser as add_bulk
     from asrserve.clients.commands import add_parsers
+    from asrserve.convert.command import add_parser as add_convert
     from asrserve.ncnn_meta import add_parser as add_ncnn_meta
     from asrserve.quantize.command import add_parser as add_quantize
 
@@ -136,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ncnn_meta(sub)
     add_quantize(sub)
     add_bulk(sub)
+    add_convert(sub)
 
     sv = sub.add_parser(
         "serve",
@@ -490,54 +489,6 @@ def _output_clash(files: Sequence[str], ext: str) -> str | None:
     return None
 
 
-def _file_pieces(
-    path: str, block_s: float, consumed: Callable[[float], None] | None = None
-) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-    """A file's audio as ``(rate, mono float32)`` blocks of ``block_s`` at its own
-    rate (the stream resamples them, to the same samples as resampling the file
-    whole): read block by block where libsndfile reads the file, else decoded
-    whole (PyAV: aac, opus in webm …). ``consumed(seconds)`` after each block."""
-    import soundfile as sf
-
-    from asrserve.audio import read_audio
-    from asrserve.core.rolling import array_pieces
-
-    try:
-        f = sf.SoundFile(path)
-    except Exception:  # read_audio gives the error, or decodes it through PyAV
-        samples, rate = read_audio(path)
-        blocks: Iterable[tuple[int, npt.NDArray[np.float32]]] = array_pieces(samples, rate, block_s)
-    else:
-        blocks = _sf_blocks(f, path, block_s)
-    for rate, block in blocks:
-        yield rate, block
-        if consumed is not None:
-            consumed(block.size / rate)
-
-
-def _sf_blocks(f: Any, path: str, block_s: float) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-    """Mono blocks of an open :class:`soundfile.SoundFile` (closed at the end),
-    channels averaged as :func:`asrserve.audio.read_audio` does."""
-    import numpy as np
-
-    from asrserve.audio import decode_error_reason
-    from asrserve.errors import AudioFormatError
-
-    with f:
-        rate, channels = int(f.samplerate), int(f.channels)
-        size = max(1, round(block_s * rate))
-        while True:
-            try:
-                data = f.read(size, dtype="float32", always_2d=True)
-            except Exception as exc:  # libsndfile raises several types
-                reason = decode_error_reason(exc)
-                raise AudioFormatError(f"{path}: cannot decode audio ({reason})") from exc
-            if not len(data):
-                return
-            mono = data.mean(axis=1) if channels > 1 else data[:, 0]
-            yield rate, np.ascontiguousarray(mono, dtype=np.float32)
-
-
 def _header_seconds(path: str) -> float:
     """A file's length from its header (0.0 when libsndfile cannot tell)."""
     import soundfile as sf
@@ -556,6 +507,7 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from tqdm import tqdm
 
     from asrserve.audio import truncated_seconds, truncation_warning
+    from asrserve.bulk.split import read_blocks
     from asrserve.core.rolling import in_order, transcribe_many
     from asrserve.scoring import read_references, reference_for, word_errors
 
@@ -588,7 +540,7 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
             bar.n = round(min(total, bar.n + seconds), 1)
             bar.refresh()
 
-        inputs = (_file_pieces(p, _BLOCK_S, consumed if show else None) for p in args.files)
+        inputs = (read_blocks(p, _BLOCK_S, consumed if show else None) for p in args.files)
         decoded = transcribe_many(recognizer, inputs, max_streams=args.batch)
         for d in in_order(decoded):
             path = args.files[d.index]
@@ -680,7 +632,7 @@ def run(args: argparse.Namespace) -> int:
         return run_models(args)
     if args.command == "serve":
         return run_serve(args)
-    if args.command in ("client", "mic", "ncnn-meta", "quantize", "bulk"):
+    if args.command in ("client", "mic", "ncnn-meta", "quantize", "bulk", "convert"):
         code: int = args.func(args)
         return code
     raise AssertionError(args.command)

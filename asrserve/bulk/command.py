@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from asrserve.bulk.split import SPLIT_MODES, SplitConfig
+from asrserve.core.rolling import DEFAULT_MAX_STREAMS
 from asrserve.model_args import add_model_args, decoding_config, warn_if_demo_model
 
 EXIT_OK, EXIT_FAILED_INPUT = 0, 1
@@ -62,7 +63,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(default: start a Ray for this run)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=4, help="whole files per Ray actor call (Ray only)"
+        "--batch",
+        type=int,
+        default=DEFAULT_MAX_STREAMS,
+        metavar="N",
+        help="inputs each worker decodes together, as one batch of streams whose encoder runs "
+        "once per chunk for all of them (1: one after another)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inputs (or pieces of split ones) per worker call; fewer when there are too few "
+        "to keep every worker busy (default: 2 x --batch)",
+    )
+    p.add_argument(
+        "--isolate-batches",
+        action="store_true",
+        help="with int8 models that scale activations per batch, run each input's encoder "
+        "chunk alone, so a result never depends on the inputs decoded beside it (slower)",
     )
     p.add_argument(
         "--split",
@@ -137,6 +156,10 @@ def split_config(args: argparse.Namespace) -> SplitConfig:
 
 def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from asrserve.bulk.engines import Engine
+    from asrserve.errors import ConfigError
+
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     from asrserve.bulk.manifest import read_inputs
     from asrserve.bulk.runner import run_bulk
     from asrserve.bulk.worker import ModelSpec
@@ -152,6 +175,8 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         precision=args.precision,
         decoding=decoding_config(args),
         endpointing=args.endpointing,
+        max_streams=args.batch,
+        isolate_batches=args.isolate_batches,
     )
     if args.engine == "ray":
         from asrserve.bulk.engines.ray_engine import RayEngine, import_ray
@@ -163,7 +188,7 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
     else:
         from asrserve.bulk.engines.local import LocalEngine
 
-        engine = LocalEngine(spec, split, args.workers)
+        engine = LocalEngine(spec, split, args.workers, batch_size=args.batch_size)
     summary = run_bulk(items, args.out, engine, split, progress=not args.no_progress)
     out.write(f"asrserve bulk: {summary.format()}\n")
     out.write(f"results: {args.out}\n")

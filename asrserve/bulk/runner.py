@@ -171,7 +171,7 @@ def run_bulk(
             ) as bar,
             logging_redirect_tqdm(),
         ):  # warnings above the bar, not through it
-            for res in engine.run(plan_tasks(pending, split)):
+            for res in engine.run(plan_tasks(pending, split), expected=len(pending)):
                 if res.fatal:
                     raise BulkError(res.error or "a worker failed")
                 got = parts.setdefault(res.item_id, [])

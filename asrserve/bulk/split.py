@@ -25,9 +25,10 @@ tests/bulk/test_split.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +100,54 @@ def read_span(path: Path, start_s: float, end_s: float, sample_rate: int) -> Flo
         raise AudioFormatError(f"{path}: cannot decode audio ({decode_error_reason(exc)})") from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(np.ascontiguousarray(mono, dtype=np.float32), rate, sample_rate)
+
+
+def read_blocks(
+    path: str | Path, block_s: float = 1.0, consumed: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, FloatArray]]:
+    """A file's audio as ``(rate, mono float32)`` blocks of ``block_s`` seconds
+    at its own rate, for a stream to resample (to the same samples as resampling
+    the file whole): read block by block where libsndfile reads the file, else
+    decoded whole by :func:`asrserve.audio.read_audio` (PyAV: aac, opus in webm …;
+    its errors name the file). ``consumed(seconds)`` after each block."""
+    import soundfile as sf
+
+    from asrserve.audio import read_audio
+
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception:  # read_audio says why, or decodes it through PyAV
+        samples, rate = read_audio(path)
+        step = max(1, round(block_s * rate))
+        blocks: Iterable[tuple[int, FloatArray]] = (
+            (rate, samples[i : i + step]) for i in range(0, samples.size, step)
+        )
+    else:
+        blocks = _sf_blocks(f, path, block_s)
+    for rate, block in blocks:
+        yield rate, block
+        if consumed is not None:
+            consumed(block.size / rate)
+
+
+def _sf_blocks(f: Any, path: str | Path, block_s: float) -> Iterator[tuple[int, FloatArray]]:
+    """Mono blocks of an open :class:`soundfile.SoundFile` (closed at the end),
+    channels averaged as :func:`asrserve.audio.read_audio` does."""
+    from asrserve.audio import decode_error_reason
+
+    with f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        size = max(1, round(block_s * rate))
+        while True:
+            try:
+                data = f.read(size, dtype="float32", always_2d=True)
+            except Exception as exc:  # libsndfile raises several types
+                reason = decode_error_reason(exc)
+                raise AudioFormatError(f"{path}: cannot decode audio ({reason})") from exc
+            if not len(data):
+                return
+            mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+            yield rate, np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def quietest_point(probs: FloatArray, low: float, window: int, target: int) -> int:

@@ -1,23 +1,33 @@
 """What runs in a worker process or Ray actor: load the model once, decode tasks.
 
 A :class:`Task` is a whole file or one piece of a long one; the worker reads the
-audio itself (only the piece's span), decodes it through
-:meth:`asrserve.Recognizer.transcribe` and answers a :class:`PieceResult`.
-Every failure of one input (missing, unreadable, corrupt, unsupported URI …)
-becomes the result's ``error``; only a model that does not load is ``fatal``.
+audio itself (a whole file block by block, a piece's span alone) and answers a
+:class:`PieceResult`. The tasks of one call (:meth:`Worker.process_batch`) are
+decoded as a rolling batch of ``ModelSpec.max_streams`` streams
+(:func:`asrserve.core.rolling.transcribe_many`): one encoder run per round for
+all of them, each task's segments those it gets alone (see that module for
+dynamic int8 models and ``isolate_batches``). Every failure of one input
+(missing, unreadable, corrupt, unsupported URI …) becomes the result's
+``error``; only a model that does not load is ``fatal``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from asrserve.bulk.manifest import local_path
-from asrserve.bulk.split import SplitConfig, boundary, quietest_point, read_span
+from asrserve.bulk.split import SplitConfig, boundary, quietest_point, read_blocks, read_span
 from asrserve.config import DecodingConfig
+from asrserve.core.rolling import DEFAULT_MAX_STREAMS, Decoded
+
+BLOCK_S = 1.0
+"""Seconds of a whole file read at a time."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,15 @@ class ModelSpec:
     decoding: DecodingConfig | None = None
     endpointing: bool = False
     """Split transcripts into segments at pauses (as ``transcribe --endpointing``)."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Tasks a worker decodes together (a rolling batch of streams)."""
+    isolate_batches: bool = False
+    """Run a dynamic int8 encoder stream by stream (results independent of batch mates)."""
 
     def load(self) -> Any:
         import asrserve
 
-        return asrserve.load_model(
+        rec = asrserve.load_model(
             self.model,
             provider=self.provider,
             num_threads=self.num_threads,
@@ -43,6 +57,8 @@ class ModelSpec:
             decoding=self.decoding,
             endpoint=asrserve.EndpointConfig(enabled=self.endpointing),
         )
+        rec.isolate_batches = self.isolate_batches
+        return rec
 
 
 @dataclass(frozen=True)
@@ -84,11 +100,23 @@ def failed(task: Task, message: str, fatal: bool = False) -> PieceResult:
     return PieceResult(task.item_id, task.piece, task.count, error=message, fatal=fatal)
 
 
+@dataclass(frozen=True)
+class _Span:
+    """What a task decodes: ``[offset, offset + its audio)`` of the file, owning
+    ``[start, end)``; ``duration`` the file's."""
+
+    offset: float
+    start: float
+    end: float
+    duration: float
+
+
 class Worker:
     """One model (and, when splitting at pauses, one VAD) per process or actor."""
 
     def __init__(self, spec: ModelSpec, split: SplitConfig) -> None:
         self.split = split
+        self.max_streams = max(1, spec.max_streams)
         self.load_error: str | None = None
         self.recognizer: Any = None
         try:
@@ -97,50 +125,70 @@ class Worker:
             self.load_error = f"model did not load: {_describe(exc)}"
         self._vad: Any = None
 
-    def process_batch(self, tasks: list[Task]) -> list[PieceResult]:
-        return [self.process(t) for t in tasks]
-
     def process(self, task: Task) -> PieceResult:
+        return self.process_batch([task])[0]
+
+    def process_batch(self, tasks: list[Task]) -> list[PieceResult]:
+        """Decode ``tasks`` as one rolling batch; their results in their order."""
         if self.load_error is not None:
-            return failed(task, self.load_error, fatal=True)
-        t0 = time.perf_counter()
+            return [failed(t, self.load_error, fatal=True) for t in tasks]
+        from asrserve.core.rolling import transcribe_many
+
+        spans: dict[int, _Span | None] = {}
+        inputs = (self._pieces(i, t, spans) for i, t in enumerate(tasks))
+        results: dict[int, PieceResult] = {}
+        decoded = transcribe_many(
+            self.recognizer, inputs, max_streams=self.max_streams, clock=time.perf_counter
+        )
         try:
-            result = self._decode(task)
-        except Exception as exc:  # one bad input never stops the run
-            return failed(task, _describe(exc))
-        result.decode_s = time.perf_counter() - t0
-        return result
+            for d in decoded:
+                task = tasks[d.index]
+                if d.error is not None:
+                    results[d.index] = failed(task, _describe(d.error))
+                    continue
+                try:
+                    results[d.index] = self._result(task, spans[d.index], d)
+                except Exception as exc:  # one bad input never stops the run
+                    results[d.index] = failed(task, _describe(exc))
+        except Exception as exc:  # the batch itself: its unfinished tasks fail
+            for i, t in enumerate(tasks):
+                results.setdefault(i, failed(t, _describe(exc)))
+        return [results[i] for i in range(len(tasks))]
 
-    def _decode(self, task: Task) -> PieceResult:
-        result = self._transcribe(task)
-        from asrserve.audio import truncated_seconds, truncation_warning
-
-        missing = truncated_seconds(local_path(task.location))
-        if missing > 0:
-            result.warning = truncation_warning(task.location, missing)
-        return result
-
-    def _transcribe(self, task: Task) -> PieceResult:
-        from asrserve.audio import load_audio
-
-        rec = self.recognizer
-        rate = int(rec.feature_config.sample_rate)
+    def _pieces(
+        self, index: int, task: Task, spans: dict[int, _Span | None]
+    ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        """The task's audio in pieces (read as its stream needs them); its
+        :class:`_Span` goes to ``spans[index]`` (None: the whole file)."""
         path = local_path(task.location)
         if task.count == 1:
-            samples = load_audio(path, rate)
-            duration = samples.size / rate
-            parts = [s.to_dict() for s in rec.transcribe_segments(samples, rate)]
-            return _piece(task, parts, 0.0, duration, duration)
+            spans[index] = None
+            yield from read_blocks(path, BLOCK_S)
+            return
+        rate = int(self.recognizer.feature_config.sample_rate)
         d, k, n = task.duration_s, task.piece, task.count
         start = 0.0 if k == 0 else self._cut(path, d, n, k)
         end = d if k == n - 1 else self._cut(path, d, n, k + 1)
         a = max(0.0, start - self.split.overlap_s)
         b = min(d, end + self.split.overlap_s)
-        parts = [
-            _shifted(s.to_dict(), a)
-            for s in rec.transcribe_segments(read_span(path, a, b, rate), rate)
-        ]
-        return _piece(task, parts, start, end, d)
+        spans[index] = _Span(a, start, end, d)
+        samples = read_span(path, a, b, rate)
+        step = max(1, round(BLOCK_S * rate))
+        for i in range(0, samples.size, step):
+            yield rate, samples[i : i + step]
+
+    def _result(self, task: Task, span: _Span | None, decoded: Decoded) -> PieceResult:
+        from asrserve.audio import truncated_seconds, truncation_warning
+
+        if span is None:  # a whole file: as long as its stream's audio
+            span = _Span(0.0, 0.0, decoded.duration, decoded.duration)
+        parts = [_shifted(s.to_dict(), span.offset) for s in decoded.segments]
+        result = _piece(task, parts, span.start, span.end, span.duration)
+        result.decode_s = decoded.busy_s
+        missing = truncated_seconds(local_path(task.location))
+        if missing > 0:
+            result.warning = truncation_warning(task.location, missing)
+        return result
 
     def _cut(self, path: Any, duration: float, count: int, k: int) -> float:
         """Where piece ``k`` starts (seconds): see :mod:`asrserve.bulk.split`."""
@@ -163,6 +211,8 @@ class Worker:
 
 def _shifted(segment: dict[str, Any], by: float) -> dict[str, Any]:
     """A piece's segment in seconds from the file's start."""
+    if by == 0.0:
+        return segment
     return {
         **segment,
         "start": round(segment["start"] + by, 3),
@@ -199,7 +249,8 @@ def init_process(spec: ModelSpec, split: SplitConfig) -> None:
     _WORKER = Worker(spec, split)
 
 
-def process_in_pool(task: Task) -> PieceResult:
+def process_in_pool(tasks: list[Task]) -> list[PieceResult]:
+    """One call's tasks, decoded together by the process's worker."""
     if _WORKER is None:
-        return failed(task, "worker process was not initialised", fatal=True)
-    return _WORKER.process(task)
+        return [failed(t, "worker process was not initialised", fatal=True) for t in tasks]
+    return _WORKER.process_batch(tasks)

@@ -1,4 +1,4 @@
-"""A worker entry point that kills its own process on inputs named ``crash*``
+"""A worker entry point that kills its own process on calls with inputs named ``crash*``
 (a stand-in for a crash in native code or the OOM killer); importable by the
 spawned worker processes of :class:`asrserve.bulk.LocalEngine`."""
 
@@ -10,16 +10,19 @@ from pathlib import Path
 from asrserve.bulk.worker import PieceResult, Task, Worker, process_in_pool
 
 
-def process_or_die(task: Task) -> PieceResult:
-    if Path(task.location).name.startswith("crash"):
+def _die_on_crash(tasks: list[Task]) -> None:
+    if any(Path(t.location).name.startswith("crash") for t in tasks):
         os._exit(9)
-    return process_in_pool(task)
+
+
+def process_or_die(tasks: list[Task]) -> list[PieceResult]:
+    _die_on_crash(tasks)
+    return process_in_pool(tasks)
 
 
 class CrashyWorker(Worker):
-    """A Ray actor that dies on inputs named ``crash*``."""
+    """A Ray actor that dies on calls with inputs named ``crash*``."""
 
-    def process(self, task: Task) -> PieceResult:
-        if Path(task.location).name.startswith("crash"):
-            os._exit(9)
-        return super().process(task)
+    def process_batch(self, tasks: list[Task]) -> list[PieceResult]:
+        _die_on_crash(tasks)
+        return super().process_batch(tasks)

@@ -17,6 +17,9 @@ from asrserve.bulk.worker import init_process
 from tests.bulk import crashy
 
 NONE = SplitConfig(mode="none")
+SPEC = ModelSpec(isolate_batches=True)
+"""The demo model is dynamic int8: decoded beside others, a file's result equals
+its Python API result (and a resumed run's) only with isolated batches."""
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -42,7 +45,7 @@ def test_equals_python_api_per_file(
 ) -> None:
     out = tmp_path / "r.jsonl"
     items = read_inputs(wav_dir_with_corrupt)
-    summary = run_bulk(items, out, LocalEngine(ModelSpec(), NONE, 2), NONE, progress=False)
+    summary = run_bulk(items, out, LocalEngine(SPEC, NONE, 2), NONE, progress=False)
     rows = by_id(out)
     assert set(rows) == {i.id for i in items}
     assert (summary.ok, summary.failed, summary.skipped) == (len(reference), 2, 0)
@@ -78,7 +81,7 @@ def test_resume_after_a_torn_file(wav_dir_with_corrupt: Path, tmp_path: Path) ->
     are kept as they were; no id ends up twice."""
     items = read_inputs(wav_dir_with_corrupt)
     full = tmp_path / "full.jsonl"
-    run_bulk(items, full, LocalEngine(ModelSpec(), NONE, 2), NONE, progress=False)
+    run_bulk(items, full, LocalEngine(SPEC, NONE, 2), NONE, progress=False)
     want = by_id(full)
     lines = full.read_text().splitlines(keepends=True)
     ok_lines = [ln for ln in lines if json.loads(ln)["error"] is None]
@@ -88,7 +91,7 @@ def test_resume_after_a_torn_file(wav_dir_with_corrupt: Path, tmp_path: Path) ->
     # three whole lines, one error line, then half of a fourth line (the kill)
     partial.write_text("".join(kept) + err_lines[0] + ok_lines[3][: len(ok_lines[3]) // 2])
 
-    summary = run_bulk(items, partial, LocalEngine(ModelSpec(), NONE, 2), NONE, progress=False)
+    summary = run_bulk(items, partial, LocalEngine(SPEC, NONE, 2), NONE, progress=False)
     assert summary.skipped == 3
     assert summary.ok + summary.failed == len(items) - 3
     got = by_id(partial)
@@ -99,7 +102,7 @@ def test_resume_after_a_torn_file(wav_dir_with_corrupt: Path, tmp_path: Path) ->
         }
     assert partial.read_text().startswith("".join(kept))  # the finished lines stay first
 
-    again = run_bulk(items, partial, LocalEngine(ModelSpec(), NONE, 1), NONE, progress=False)
+    again = run_bulk(items, partial, LocalEngine(SPEC, NONE, 1), NONE, progress=False)
     assert (again.skipped, again.ok, again.failed) == (len(items) - 2, 0, 2)
     assert len(partial.read_text().splitlines()) == len(items)
 
@@ -115,7 +118,7 @@ def test_a_wav_cut_inside_its_data_is_decoded_with_a_warning(wav_dir: Path, tmp_
     (d / "cut.wav").write_bytes(raw[: len(raw) - 16000])  # 0.5 s of 16 kHz PCM16
     out = tmp_path / "r.jsonl"
     items = read_inputs(d)
-    summary = run_bulk(items, out, LocalEngine(ModelSpec(), NONE, 1), NONE, progress=False)
+    summary = run_bulk(items, out, LocalEngine(SPEC, NONE, 1), NONE, progress=False)
     assert (summary.ok, summary.failed) == (2, 0)
     rows = by_id(out)
     assert rows["whole.wav"]["warning"] is None

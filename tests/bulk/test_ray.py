@@ -48,7 +48,7 @@ def test_ray_equals_local(
     split = SplitConfig(
         mode="vad", min_duration_s=30, window_s=20, overlap_s=1.0, vad_model=str(vad_model)
     ).validate()
-    spec = ModelSpec()
+    spec = ModelSpec(isolate_batches=True)
 
     local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     a = run_bulk(items, local_out, LocalEngine(spec, split, 2), split, progress=False)

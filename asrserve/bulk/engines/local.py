@@ -1,12 +1,13 @@
 """A process pool on this machine: one model load per worker process.
 
 Processes are started with ``spawn`` (no inherited threads or onnxruntime
-sessions). At most ``2 * workers`` tasks are in flight, so a manifest of any
-length is read lazily. When a worker process dies (a crash in native code, the
-OOM killer), the whole pool is lost: it is rebuilt, and the tasks that were in
-flight become suspects, each run again alone (nothing else in flight). A suspect
-that kills its worker when alone is the culprit and becomes an error line; the
-others go on as usual.
+sessions). Tasks go to them in calls of ``batch_size`` (each call decoded as one
+rolling batch of streams); at most ``2 * workers`` calls are in flight, so a
+manifest of any length is read lazily. When a worker process dies (a crash in
+native code, the OOM killer), the whole pool is lost: it is rebuilt, and the
+tasks that were in flight become suspects, each run again alone (a call of its
+own, nothing else in flight). A suspect that kills its worker when alone is the
+culprit and becomes an error line; the others go on as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
-from asrserve.bulk.engines import WORKER_DIED, BulkError
+from asrserve.bulk.engines import WORKER_DIED, BulkError, call_size, task_calls
 from asrserve.bulk.split import SplitConfig
 from asrserve.bulk.worker import (
     ModelSpec,
@@ -46,9 +47,10 @@ def default_workers() -> int:
 
 class LocalEngine:
     """``workers`` processes (default: the cores this process may use), each
-    running ``initializer(*initargs)`` once, then ``process(task)`` per task;
-    ``max_restarts``: worker deaths in a row (no task finishing in between)
-    before the run gives up."""
+    running ``initializer(*initargs)`` once, then ``process(tasks)`` per call of
+    up to ``batch_size`` tasks (default: twice ``spec.max_streams``, so a
+    worker's batch stays full as its tasks end); ``max_restarts``: worker deaths
+    in a row (no call finishing in between) before the run gives up."""
 
     name = "local"
 
@@ -58,15 +60,20 @@ class LocalEngine:
         split: SplitConfig,
         workers: int | None = None,
         *,
+        batch_size: int | None = None,
         max_restarts: int = 8,
-        process: Callable[[Task], PieceResult] = process_in_pool,
+        process: Callable[[list[Task]], list[PieceResult]] = process_in_pool,
         initializer: Callable[..., None] = init_process,
         initargs: tuple[Any, ...] | None = None,
     ) -> None:
         n = default_workers() if workers is None else workers
         if n < 1:
             raise ConfigError(f"workers must be >= 1, got {n}")
+        size = 2 * spec.max_streams if batch_size is None else batch_size
+        if size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {size}")
         self._workers = n
+        self.batch_size = size
         self.max_restarts = max_restarts
         self._process = process
         self._initializer = initializer
@@ -84,17 +91,17 @@ class LocalEngine:
             initargs=self._initargs,
         )
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[PieceResult]:
-        source = iter(tasks)
+    def run(self, tasks: Iterable[Task], expected: int | None = None) -> Iterator[PieceResult]:
+        source = task_calls(tasks, call_size(self.batch_size, self._workers, expected))
         suspects: deque[Task] = deque()
-        in_flight: dict[Future[PieceResult], Task] = {}
+        in_flight: dict[Future[list[PieceResult]], list[Task]] = {}
         restarts = 0
         pool = self._pool()
         try:
             while True:
                 if suspects:  # one alone, once the pool is idle
                     if not in_flight:
-                        suspect = suspects.popleft()
+                        suspect = [suspects.popleft()]
                         in_flight[pool.submit(self._process, suspect)] = suspect
                 else:
                     while len(in_flight) < 2 * self._workers:
@@ -110,25 +117,31 @@ class LocalEngine:
                     if isinstance(fut.exception(), BrokenProcessPool):
                         broken = True  # handled below with the others in flight
                         continue
-                    task = in_flight.pop(fut)
+                    call = in_flight.pop(fut)
                     restarts = 0  # counts deaths in a row
                     try:
-                        yield fut.result()
+                        results = fut.result()
                     except Exception as exc:  # e.g. a result that did not unpickle
-                        yield failed(task, f"{type(exc).__name__}: {exc}")
+                        results = [failed(t, f"{type(exc).__name__}: {exc}") for t in call]
+                    yield from results
                 if not broken:
                     continue
                 restarts += 1
-                log.warning("a worker process died; %d task(s) were in flight", len(in_flight))
+                log.warning(
+                    "a worker process died; %d task(s) were in flight",
+                    sum(len(c) for c in in_flight.values()),
+                )
                 wait(in_flight)  # a broken pool fails every future it holds
-                alone = len(in_flight) == 1
-                for fut, task in in_flight.items():
+                alone = len(in_flight) == 1 and len(next(iter(in_flight.values()))) == 1
+                for fut, call in in_flight.items():
                     if fut.exception() is None:
-                        yield fut.result()  # finished before the death
-                    elif alone and task.attempt > 0:
-                        yield failed(task, WORKER_DIED)
-                    else:
-                        suspects.append(replace(task, attempt=task.attempt + 1))
+                        yield from fut.result()  # finished before the death
+                        continue
+                    for task in call:
+                        if alone and task.attempt > 0:
+                            yield failed(task, WORKER_DIED)
+                        else:
+                            suspects.append(replace(task, attempt=task.attempt + 1))
                 in_flight.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
                 if restarts > self.max_restarts:

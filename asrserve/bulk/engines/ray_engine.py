@@ -1,9 +1,10 @@
 """The same work on a Ray cluster: a pool of actors, each loading the model once.
 
-Tasks go to the actors in batches (``batch_size`` whole files per call; a piece of
-a split file goes alone, so one long file spreads over the actors); every actor
-has at most two calls in flight, and results come back to the driver as each
-call finishes, where the single writer puts them in the results file. The
+Tasks go to the actors in calls of ``batch_size`` tasks (whole files or pieces of
+split ones; fewer when there are too few tasks to keep every actor busy), each
+decoded by its actor as one rolling batch of streams; every actor has at most
+two calls in flight, and results come back to the driver as each call finishes,
+where the single writer puts them in the results file. The
 workers read the audio themselves: paths must be valid on the worker nodes (a
 shared filesystem, or the same layout on every node).
 
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from asrserve.bulk.engines import WORKER_DIED, BulkError
+from asrserve.bulk.engines import WORKER_DIED, BulkError, call_size, task_calls
 from asrserve.bulk.split import SplitConfig
 from asrserve.bulk.worker import ModelSpec, PieceResult, Task, Worker, failed
 from asrserve.errors import ConfigError
@@ -45,7 +46,8 @@ def import_ray() -> Any:
 
 class RayEngine:
     """``workers`` actors (default: the cluster's CPUs / ``spec.num_threads``), each
-    an instance of ``worker_cls``."""
+    an instance of ``worker_cls``, given calls of up to ``batch_size`` tasks
+    (default: twice ``spec.max_streams``)."""
 
     name = "ray"
 
@@ -56,18 +58,19 @@ class RayEngine:
         workers: int | None = None,
         *,
         address: str | None = None,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         max_restarts: int = 8,
         worker_cls: type[Worker] = Worker,
     ) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        size = 2 * spec.max_streams if batch_size is None else batch_size
+        if size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {size}")
         self.spec = spec
         self.split = split
         self.address = address
-        self.batch_size = batch_size
+        self.batch_size = size
         self.max_restarts = max_restarts
         self.worker_cls = worker_cls
         self._requested = workers
@@ -77,20 +80,7 @@ class RayEngine:
     def workers(self) -> int:
         return self._workers
 
-    def _batches(self, tasks: Iterable[Task]) -> Iterator[list[Task]]:
-        batch: list[Task] = []
-        for task in tasks:
-            if task.count > 1:
-                yield [task]
-                continue
-            batch.append(task)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    def run(self, tasks: Iterable[Task]) -> Iterator[PieceResult]:
+    def run(self, tasks: Iterable[Task], expected: int | None = None) -> Iterator[PieceResult]:
         ray = import_ray()
         started = False
         if not ray.is_initialized():
@@ -115,7 +105,8 @@ class RayEngine:
         actors: list[Any] = []
         try:
             actors = [actor_cls.remote(self.spec, self.split) for _ in range(self._workers)]
-            yield from self._dispatch(ray, actor_cls, actors, self._batches(tasks))
+            calls = task_calls(tasks, call_size(self.batch_size, self._workers, expected))
+            yield from self._dispatch(ray, actor_cls, actors, calls)
         finally:
             for a in actors:
                 ray.kill(a)
