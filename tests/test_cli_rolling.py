@@ -81,7 +81,8 @@ def test_text_srt_and_references_as_one_by_one(
     few = files[:3]
     for batch in ("1", "4"):
         out_dir = tmp_path / batch
-        args = ["--model", str(tiny_lstm_dir), "--format", "srt", "--output-dir", str(out_dir)]
+        args = ["--model", str(tiny_lstm_dir), "--precision", "fp32", "--format", "srt"]
+        args += ["--output-dir", str(out_dir)]
         assert run(capsys, *args, "--endpointing", "--batch", batch, *few)[0] == 1
     for f in few[:2]:
         name = f"{Path(f).stem}.srt"
