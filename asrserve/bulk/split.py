@@ -20,6 +20,9 @@ order. The streaming encoder restarts from its initial state in each piece, so a
 stitched transcript can differ from decoding the file whole near the cuts; the
 measured difference is in the README ("Bulk transcription") and bounded by
 tests/bulk/test_split.py.
+
+:func:`read_span` reads a piece's span, :func:`read_blocks` a whole file block by
+block (what ``asrserve transcribe`` and the workers feed their streams).
 """
 
 from __future__ import annotations
