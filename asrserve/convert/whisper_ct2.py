@@ -549,9 +549,12 @@ def encoder_metadata(
 
 def write_tokens(toks: WhisperTokens, path: Path) -> None:
     """sherpa-onnx's Whisper ``tokens.txt``: ``base64(bytes) id`` for every
-    byte-level BPE token (the ids below ``eot``; special tokens are not listed)."""
+    byte-level BPE token (the ids below ``eot``; special tokens are not listed),
+    line for line OpenAI's ``gpt2.tiktoken`` / ``multilingual.tiktoken``."""
+    # an empty token (multilingual id 50256) is written "=", as OpenAI's tiktoken file has it
     lines = [
-        f"{base64.b64encode(toks.piece_bytes(i)).decode('ascii')} {i}\n" for i in range(toks.eot)
+        f"{base64.b64encode(toks.piece_bytes(i)).decode('ascii') or '='} {i}\n"
+        for i in range(toks.eot)
     ]
     path.write_text("".join(lines), encoding="ascii")
 

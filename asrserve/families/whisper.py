@@ -155,8 +155,10 @@ class WhisperTokens:
                 continue
             if len(parts) != 2 or not parts[1].isdigit():
                 raise ModelLoadError(f"{path}:{lineno}: expected 'base64 id', got {line!r}")
-            try:
-                pieces[int(parts[1])] = base64.b64decode(parts[0], validate=True)
+            try:  # "=": the empty token of the multilingual vocabulary
+                pieces[int(parts[1])] = (
+                    b"" if parts[0] == "=" else base64.b64decode(parts[0], validate=True)
+                )
             except binascii.Error:
                 raise ModelLoadError(f"{path}:{lineno}: {parts[0]!r} is not base64") from None
         if not pieces:
@@ -283,12 +285,15 @@ class WhisperModel:
         of speech frames in it (the rest is padding)."""
         n_mels = self.meta.n_mels
         if self.framing == "openai":
-            # OpenAI's and faster-whisper's window: 30 s of silence appended,
-            # normalised together, the first 3000 frames
+            # faster-whisper's window (OpenAI's but for the padding it normalises
+            # over): 160 zero samples appended, the speech frames normalised with
+            # that last frame, then zero frames up to 3000
             speech = samples[: MAX_FRAMES * _HOP]
-            padded = np.concatenate([speech, np.zeros(MAX_FRAMES * _HOP, np.float32)])
-            mel = normalize(power_mel(padded, n_mels, "openai"))[:MAX_FRAMES]
-            return np.ascontiguousarray(mel.T[None]), min(speech.size // _HOP, MAX_FRAMES)
+            padded = np.concatenate([speech, np.zeros(_HOP, np.float32)])
+            n = speech.size // _HOP
+            mel = np.zeros((1, n_mels, MAX_FRAMES), np.float32)
+            mel[0, :, :n] = normalize(power_mel(padded, n_mels, "openai"))[:n].T
+            return mel, n
         power = power_mel(samples, n_mels, "sherpa")
         n = power.shape[0]
         if n > MAX_SPEECH_FRAMES:
