@@ -156,6 +156,9 @@ def converted(ct2_dir: Path, name: str) -> Path:
         (tmp / ".complete").write_text("ok")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
+        for stale in out.parent.glob(f"{name}-*"):  # earlier converter versions' output
+            if stale != out:
+                shutil.rmtree(stale, ignore_errors=True)
     return out
 
 

@@ -102,14 +102,20 @@ class WhisperDims:
 
     def default_name(self) -> str:
         """sherpa-onnx's file prefix for this size: ``tiny.en``, ``base``,
-        ``large-v3`` …; a size it does not know is ``whisper``."""
+        ``large-v3``, ``turbo``, ``distil-small.en`` …; ``custom`` for a width
+        and depth no released Whisper has."""
         size = _SIZES.get((self.n_audio_layer, self.n_audio_state))
-        if size is None and self.n_audio_state == 1280:
+        if size is None and (self.n_audio_layer, self.n_audio_state) == (32, 1280):
             size = "large-v3" if self.n_mels == 128 else "large-v2"
-            if self.n_text_layer == 4:
-                size = "turbo"
-        name = size or "whisper"
-        return name if self.is_multilingual or name == "whisper" else f"{name}.en"
+        if size is None:
+            return "custom"
+        if size == "large-v3" and self.n_text_layer == 4:
+            name = "turbo"
+        elif self.n_text_layer < self.n_audio_layer:  # distilled decoders are shallow
+            name = f"distil-{size}"
+        else:
+            name = size
+        return name if self.is_multilingual else f"{name}.en"
 
 
 def _count_layers(m: Ct2Model, side: str) -> int:
