@@ -240,3 +240,41 @@ def _b64(b: bytes) -> str:
     import base64
 
     return base64.b64encode(b).decode()
+
+
+# --- every transport --------------------------------------------------------------------------
+def test_every_transport_gives_the_same_segments(
+    whisper_tiny_en: Path,
+    jfk_clip: Clip,
+    speech_clips: list[Clip],
+    silero: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two sentences 2.5 s apart: one final per VAD segment, the same from the
+    Python API in pieces, the HTTP API, the WebSocket server (both dialects),
+    the CLI and bulk."""
+    from asrserve.config import EndpointConfig
+    from asrserve.server.openai_api import transcribe_segments
+    from tests.core.test_segments import cli_and_bulk_segments, rows, websocket_finals
+
+    monkeypatch.setenv("ASRSERVE_VAD_MODEL", str(silero))
+    x = np.concatenate([audio(jfk_clip), np.zeros(40000, np.float32), audio(speech_clips[1])])
+    rec = asrserve.load_model(whisper_tiny_en, endpoint=EndpointConfig(enabled=True))
+    want = rows(list(rec.transcribe_segments(x, 16000, chunk_seconds=100.0)))
+    assert len(want) == 2, want
+    assert words(want[1][0]) == "he was not an old sposed young man"  # tiny.en's hearing
+    assert rows(list(rec.transcribe_segments(x, 16000, chunk_seconds=0.37))) == want
+    t = transcribe_segments(rec, x, 16000)
+    http = [
+        (r.text, r.start_time, round(e, 3), tuple(r.tokens))
+        for r, e in zip(t.segments, t.ends, strict=True)
+    ]
+    assert http == want
+    ours, sherpa_dialect = websocket_finals(rec, x)
+    assert ours == want
+    assert sherpa_dialect == [(t, k) for t, _, _, k in want]
+    cli, bulk = cli_and_bulk_segments(x, tmp_path, capsys, whisper_tiny_en)
+    assert cli == want
+    assert bulk == want
