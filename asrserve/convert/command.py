@@ -48,8 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run_convert(args: argparse.Namespace) -> int:
     from asrserve.convert.whisper_ct2 import convert_whisper
 
-    logging.getLogger("asrserve").setLevel(logging.INFO)
-    logging.getLogger().setLevel(logging.WARNING)  # onnxruntime's quantizer logs to root
+    logging.getLogger("asrserve").setLevel(logging.INFO)  # a line per file written
     done = convert_whisper(args.ct2_dir, args.out, precision=args.precision, name=args.name)
     for path in sorted(done.encoder.parent.glob(f"{done.name}-*")):
         print(path, file=sys.stdout)

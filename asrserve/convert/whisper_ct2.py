@@ -585,13 +585,19 @@ def _int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     large = any(src.parent.glob(src.name.removesuffix(".onnx") + ".weights"))
-    quantize_dynamic(
-        src,
-        dst,
-        op_types_to_quantize=["MatMul"],
-        weight_type=QuantType.QInt8,
-        use_external_data_format=large,
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs every node it skips on the root logger
+    try:
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=["MatMul"],
+            weight_type=QuantType.QInt8,
+            use_external_data_format=large,
+        )
+    finally:
+        root.setLevel(level)
 
 
 def _fp16(src: Path, dst: Path) -> None:

@@ -34,6 +34,11 @@ Recognition of one VAD segment is sherpa-onnx's (``offline-recognizer-whisper-im
   until ``eot``, at most ``6 * seconds`` tokens (and ``n_text_ctx / 2``), or
   the self-attention cache is full.
 
+``framing="openai"`` (Python API only) computes the features as faster-whisper
+does instead: OpenAI's STFT framing, 160 zero samples appended before
+normalising, zero frames up to 3000; the tokens are then faster-whisper's
+greedy ones (``suppress_blank=False, suppress_tokens=[]``) on the same weights.
+
 Whisper gives no token times without timestamp tokens: each token's time is
 an even share of its VAD segment (an estimate, for subtitles and word lists).
 Everything else (VAD segmentation, streams, endpoints, batching of streams)

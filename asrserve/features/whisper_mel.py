@@ -1,19 +1,21 @@
 """Whisper's log-mel features (80 or 128 bins, 25 ms windows every 10 ms at 16 kHz).
 
-Two framings of the same spectrogram:
+Two framings of the same spectrogram (400-sample periodic Hann frames, a
+400-point DFT, power, librosa's Slaney mel filters from 0 Hz to Nyquist):
 
 ``sherpa`` (sherpa-onnx's, through kaldi-native-fbank's ``OnlineWhisperFbank``)
-    400-sample periodic Hann frames placed as Kaldi places them without
-    snipping edges (frame ``i`` starts at sample ``160 i - 120``, edges
-    reflected), a 400-point DFT, power spectrum, librosa's Slaney mel banks.
-``openai`` (OpenAI's ``log_mel_spectrogram``, which faster-whisper copies)
+    frames placed as Kaldi places them without snipping edges: frame ``i``
+    starts at sample ``160 i - 120``, edges reflected; ``(len + 80) // 160``
+    frames.
+``openai`` (OpenAI's ``log_mel_spectrogram`` and faster-whisper's, in numpy)
     ``torch.stft(n_fft=400, hop=160, center=True)``: frame ``i`` starts at
-    ``160 i - 200`` with reflect padding, the last frame dropped; computed here
-    in numpy, the mel filters built by :func:`mel_filters`.
+    ``160 i - 200`` with reflect padding, the last frame dropped; ``len // 160``
+    frames.
 
-Both give ``len(samples) // 160`` frames of mel *power*; :func:`normalize` then
-takes Whisper's ``log10(max(x, 1e-10))``, clamps to ``max - 8`` and maps
-``(x + 4) / 4``.
+:func:`power_mel` gives mel *power* (T, n_mels); :func:`normalize` then takes
+Whisper's ``log10(max(x, 1e-10))``, floors it at its maximum minus 8 and maps
+``(x + 4) / 4``. How many frames are normalised together, and how the 30 s
+window is padded, is the caller's (see :mod:`asrserve.families.whisper`).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _mel_to_hz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def power_mel(samples: npt.ArrayLike, n_mels: int, framing: Framing = "sherpa") -> FloatArray:
-    """Mel power (T, n_mels), ``T = len(samples) // 160``, of 16 kHz samples in [-1, 1]."""
+    """Mel power (T, n_mels) of 16 kHz samples in [-1, 1] (T: see the module docstring)."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if framing == "sherpa":
         return _knf_power_mel(x, n_mels)
