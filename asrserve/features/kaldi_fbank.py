@@ -19,7 +19,8 @@ class KaldiFbank:
     """Frames are addressed by absolute index since the stream began.
 
     Frames older than :meth:`discard_before` are dropped so long streams
-    keep bounded memory.
+    keep bounded memory. Ready frames are moved out of kaldi-native-fbank in
+    bulk, once each, into a float32 buffer that :meth:`get_frames` slices.
     """
 
     def __init__(
@@ -44,7 +45,10 @@ class KaldiFbank:
         opts.frame_opts.remove_dc_offset = remove_dc_offset
         opts.mel_opts.is_librosa = is_librosa
         self._fbank = knf.OnlineFbank(opts)
-        self._popped = 0
+        self._popped = 0  # frames below this index were discarded
+        self._buf: npt.NDArray[np.float32] = np.empty((0, self.config.num_bins), np.float32)
+        self._buf_first = 0  # absolute index of the buffer's first row
+        self._knf_popped = 0  # frames handed over (popped from kaldi-native-fbank)
         self._finished = False
 
     @property
@@ -62,7 +66,11 @@ class KaldiFbank:
     def accept_waveform(self, samples: npt.NDArray[np.float32]) -> None:
         """Samples are float32 in [-1, 1] at ``config.sample_rate``."""
         if samples.size:
-            self._fbank.accept_waveform(float(self.config.sample_rate), samples)
+            # the binding reads a sequence of floats item by item: a memoryview
+            # yields Python floats several times faster than an array's numpy
+            # scalars (and builds no list); the values are the same float32s
+            view = np.ascontiguousarray(samples, dtype=np.float32).data
+            self._fbank.accept_waveform(float(self.config.sample_rate), view)
 
     def input_finished(self) -> None:
         if not self._finished:
@@ -75,19 +83,33 @@ class KaldiFbank:
 
     def get_frames(self, start: int, count: int) -> npt.NDArray[np.float32]:
         """Frames ``[start, start + count)`` as a ``(count, dim)`` float32 array."""
-        if start < self._popped or start + count > self.num_frames_ready:
+        end = self._buf_first + len(self._buf)
+        if start < self._popped or (
+            start + count > end and start + count > self.num_frames_ready
+        ):
             raise IndexError(
                 f"frames [{start}, {start + count}) outside available "
                 f"[{self._popped}, {self.num_frames_ready})"
             )
-        out = np.empty((count, self.dim), dtype=np.float32)
-        for i in range(count):
-            out[i] = self._fbank.get_frame(start + i)
+        if start + count > end:
+            self._fetch(end)
+        i = start - self._buf_first
+        out: npt.NDArray[np.float32] = self._buf[i : i + count].copy()
         return out
+
+    def _fetch(self, end: int) -> None:
+        """Move the ready frames from ``end`` on out of kaldi-native-fbank into the buffer."""
+        ready = self.num_frames_ready
+        new = np.array([self._fbank.get_frame(i) for i in range(end, ready)], dtype=np.float32)
+        self._fbank.pop(ready - self._knf_popped)
+        self._knf_popped = ready
+        self._buf = np.concatenate([self._buf, new.reshape(-1, self.dim)])
 
     def discard_before(self, frame: int) -> None:
         """Free frames with index < ``frame``."""
-        n = frame - self._popped
-        if n > 0:
-            self._fbank.pop(n)
-            self._popped = frame
+        self._popped = max(self._popped, frame)
+        drop = frame - self._buf_first
+        if drop > 0:
+            # a view: the next fetch copies the rows kept into a new buffer
+            self._buf = self._buf[drop:]
+            self._buf_first += drop

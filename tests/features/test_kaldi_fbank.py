@@ -66,3 +66,25 @@ def test_discarded_frames_are_gone_and_memory_is_bounded() -> None:
     assert fb.get_frames(50, n - 50).shape == (n - 50, 80)
     with pytest.raises(IndexError):
         fb.get_frames(n - 1, 5)
+
+
+def test_frames_survive_interleaved_reads_and_discards(tiny_wavs: list[Path]) -> None:
+    """Reads, discards past what was read, and more audio, in any order: every
+    frame read equals the reference, and a read frame is the caller's own copy."""
+    x, _ = read_wav(tiny_wavs[0])
+    want = _reference_frames(x)
+    fb = KaldiFbank()
+    pos = 0
+    for i in range(0, x.size, 1234):
+        fb.accept_waveform(x[i : i + 1234])
+        ready = fb.num_frames_ready
+        if ready > pos + 9:
+            got = fb.get_frames(pos, 9)
+            np.testing.assert_array_equal(got, want[pos : pos + 9])
+            got[:] = 0  # the caller's copy
+            pos += 4 if (i // 1234) % 3 else 13  # sometimes past what was read
+            fb.discard_before(pos)
+    fb.input_finished()
+    np.testing.assert_array_equal(fb.get_frames(pos, fb.num_frames_ready - pos), want[pos:])
+    with pytest.raises(IndexError):
+        fb.get_frames(pos - 1, 2)
