@@ -10,6 +10,7 @@ strings (``"0"`` = model type); array parameters are comma-joined.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -127,6 +128,10 @@ def with_meta_line(lines: Sequence[str], line: str | None) -> list[str]:
     return [lines[0], " ".join(counts), *added, *layers]
 
 
+_Mats = dict[tuple[str, tuple[int, ...], np.dtype[Any]], tuple[Any, npt.NDArray[Any]]]
+"""Input buffers by (name, shape, dtype): the ``ncnn.Mat`` and the array it wraps."""
+
+
 class NcnnSession:
     """One ncnn net. ``inputs``/``outputs`` carry names only (ncnn has no shapes).
 
@@ -182,7 +187,9 @@ class NcnnSession:
         self.outputs: Sequence[TensorInfo] = [
             TensorInfo(n, "float", ()) for n in net.output_names()
         ]
+        self._output_names = tuple(o.name for o in self.outputs)
         self.batch_dependent = False
+        self._inputs = threading.local()  # per thread: input Mats by (name, shape, dtype)
 
     def _unknown_layers(self, ncnn: Any, layers: Sequence[ParamLayer]) -> list[str]:
         kinds = {layer.kind for layer in layers} - set(self._creators) - {META_LAYER}
@@ -194,12 +201,27 @@ class NcnnSession:
         outputs: Sequence[str] | None = None,
     ) -> list[npt.NDArray[np.float32]]:
         """Run one item: arrays in (float32 or int32), the named outputs
-        (all by default) out as float32 copies."""
+        (all by default) out as float32 copies.
+
+        Inputs are copied into buffers kept per thread, name and shape, each
+        wrapped once by an ``ncnn.Mat`` (making a Mat costs more than the copy);
+        a layer working in place on its input changes only that buffer, which
+        the next call overwrites."""
         ex = self._net.create_extractor()
+        mats: _Mats | None = getattr(self._inputs, "mats", None)
+        if mats is None:
+            mats = self._inputs.mats = {}
         for name, value in feeds.items():
-            ex.input(name, self._mat(np.ascontiguousarray(value)))
+            key = (name, value.shape, value.dtype)
+            held = mats.get(key)
+            if held is None:
+                # an ncnn.Mat made from an array wraps the array's memory: keep both
+                buf = np.empty(value.shape, dtype=value.dtype)
+                held = mats[key] = (self._mat(buf), buf)
+            held[1][...] = value
+            ex.input(name, held[0])
         out = []
-        for name in outputs or [o.name for o in self.outputs]:
+        for name in outputs or self._output_names:
             ret, mat = ex.extract(name)
             if ret != 0:
                 raise ModelLoadError(f"{self.path}: ncnn failed to compute {name!r} ({ret})")
