@@ -54,8 +54,10 @@ class MergingPaths(Generic[PathT]):
     context_graph: ContextGraph | None = None
     frame_offset: int = 0
 
-    def add(self, hyp: PathT) -> None:
-        key = tuple(hyp.ys)
+    def add(self, hyp: PathT, key: tuple[int, ...] | None = None) -> None:
+        """Hold ``hyp`` (``key``: its tokens as a tuple, when the caller has them)."""
+        if key is None:
+            key = tuple(hyp.ys)
         old = self.hyps.get(key)
         if old is None:
             self.hyps[key] = hyp
@@ -79,11 +81,12 @@ def log_softmax(x: FloatArray) -> FloatArray:
     return out
 
 
-def topk_desc(values: FloatArray, k: int) -> list[int]:
+def topk_desc(values: FloatArray, k: int) -> npt.NDArray[np.intp]:
     """Indices of the ``k`` largest values, largest first, lower index first on ties."""
     idx = np.arange(values.size) if k >= values.size else np.argpartition(-values, k - 1)[:k]
     order = np.lexsort((idx, -values[idx]))
-    return [int(i) for i in idx[order]]
+    out: npt.NDArray[np.intp] = idx[order]
+    return out
 
 
 def top_extensions(
@@ -94,16 +97,18 @@ def top_extensions(
     ``beam`` best extensions by one token (blank included), best first, as
     (row of the path in ``logits``, token, the path's log-prob plus the token's)."""
     vocab = logits.shape[1]
-    logp = log_softmax(logits)
-    base = np.asarray([h.log_prob for hs in paths for h in hs], dtype=np.float64)
-    scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
+    base = np.fromiter(
+        (h.log_prob for hs in paths for h in hs), dtype=np.float64, count=logits.shape[0]
+    )
+    scores = (log_softmax(logits).astype(np.float64) + base[:, None]).astype(np.float32)
     out = []
     start = 0
     for hyps in paths:
         block = scores[start : start + len(hyps)].ravel()
-        out.append(
-            [(start + k // vocab, k % vocab, float(block[k])) for k in topk_desc(block, beam)]
-        )
+        picked = topk_desc(block, beam)
+        rows, tokens = np.divmod(picked, vocab)
+        rows += start
+        out.append(list(zip(rows.tolist(), tokens.tolist(), block[picked].tolist(), strict=True)))
         start += len(hyps)
     return out
 
@@ -150,44 +155,63 @@ class ModifiedBeamSearch:
     def decode(self, encoder_out: FloatArray, states: Sequence[BeamState]) -> None:
         """Advance every stream's paths over ``encoder_out`` (N, T, D) in place."""
         num_frames = encoder_out.shape[1]
+        per_stream = self.per_stream or self.decoder.batch_dependent
+        skip = self.skip_ids
         for t in range(num_frames):
-            prev = [list(s.hyps.values()) for s in states]
-            flat = [h for hs in prev for h in hs]
-            counts = [len(hs) for hs in prev]
-            if self.per_stream or self.decoder.batch_dependent:
+            items = [list(s.hyps.items()) for s in states]
+            prev = [[h for _, h in its] for its in items]
+            flat = prev[0] if len(prev) == 1 else [h for hs in prev for h in hs]
+            keys = [k for its in items for k, _ in its]
+            if per_stream:
                 logits = self._logits_per_stream(encoder_out[:, t, :], prev)
             else:
                 dec = self.decoder.get([self.decoder.context_of(h.ys, h.carried) for h in flat])
-                enc = np.repeat(encoder_out[:, t, :], counts, axis=0)
+                enc = np.repeat(encoder_out[:, t, :], [len(hs) for hs in prev], axis=0)
                 logits = self.joiner(enc, dec)
-            # confidences from the raw logits, before the blank penalty (as sherpa-onnx)
-            confidences = log_softmax(logits / np.float32(self.temperature))
+            scored = logits
             if self.blank_penalty > 0:
-                logits[:, 0] -= self.blank_penalty
-            best = top_extensions(logits, prev, self.beam)
+                scored = logits.copy()
+                scored[:, 0] -= self.blank_penalty
+            best = top_extensions(scored, prev, self.beam)
+            # confidences (from the raw logits, as sherpa-onnx) of the rows that
+            # emit: each row's log-softmax is its own, so only those are computed
+            emitting = sorted({row for ext in best for row, tok, _ in ext if tok not in skip})
+            where = {row: i for i, row in enumerate(emitting)}  # row of ``conf``
+            rows = logits if len(emitting) == len(flat) else logits[emitting]
+            conf = log_softmax(rows / np.float32(self.temperature)) if emitting else rows
             for state, extensions in zip(states, best, strict=True):
                 state.hyps = {}
                 graph = state.context_graph
+                frame = t + state.frame_offset
                 for row, token, score in extensions:
                     src = flat[row]
-                    context_score = 0.0
+                    if token in skip:
+                        hyp = BeamHyp(
+                            src.ys,
+                            score,
+                            src.timestamps,
+                            src.context_state,
+                            src.num_trailing_blanks + 1,
+                            None,
+                            src.log_probs,
+                        )
+                        state.add(hyp, keys[row])
+                        continue
                     hyp = BeamHyp(
-                        src.ys, 0.0, src.timestamps, src.context_state, src.num_trailing_blanks
+                        [*src.ys, token],
+                        score,
+                        [*src.timestamps, frame],
+                        src.context_state,
+                        0,
+                        None,
+                        [*src.log_probs, float(conf[where[row], token])],
                     )
-                    hyp.log_probs = src.log_probs
-                    if token not in self.skip_ids:
-                        hyp.ys = [*src.ys, token]
-                        hyp.timestamps = [*src.timestamps, t + state.frame_offset]
-                        hyp.log_probs = [*src.log_probs, float(confidences[row, token])]
-                        hyp.num_trailing_blanks = 0
-                        if graph is not None and src.context_state is not None:
-                            context_score, hyp.context_state = graph.forward_one_step(
-                                src.context_state, token
-                            )
-                    else:
-                        hyp.num_trailing_blanks += 1
-                    hyp.log_prob = score + context_score
-                    state.add(hyp)
+                    if graph is not None and src.context_state is not None:
+                        context_score, hyp.context_state = graph.forward_one_step(
+                            src.context_state, token
+                        )
+                        hyp.log_prob = score + context_score
+                    state.add(hyp, (*keys[row], token))
         for s in states:
             s.frame_offset += num_frames
 
@@ -195,16 +219,15 @@ class ModifiedBeamSearch:
         """Joiner logits with the decoder and joiner run once per stream over
         all of its paths, as the references do for a single stream: for
         graphs whose rows depend on their batch (dynamic quantization) and
-        engines whose kernels round differently by call shape (ncnn)."""
+        engines whose kernels round differently by call shape (ncnn). The
+        decoder's output for a stream's batch of contexts is remembered whole
+        (:meth:`DecoderCache.get_batch`), so it equals an uncached run."""
         out = []
         for i, hyps in enumerate(prev):
             contexts = [self.decoder.context_of(h.ys, h.carried) for h in hyps]
-            if self.decoder.batch_dependent:
-                dec = self.decoder.run(*contexts)
-            else:
-                dec = self.decoder.get(contexts)
+            dec = self.decoder.get_batch(contexts)
             out.append(self.joiner_frame(enc_t[i], dec))
-        return np.concatenate(out)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def tokens(self, state: BeamState) -> Best:
         best = state.best()

@@ -4,7 +4,12 @@ A stateless transducer decoder is a pure function of its last
 ``context_size`` tokens, so its output can be shared by every hypothesis
 of every stream that ends in the same tokens. For graphs with per-tensor
 dynamic activation quantization each context is computed alone, so a
-cached row never depends on which other rows shared its batch.
+cached row never depends on which other rows shared its batch; where a
+search needs a batch's own rows (beam search as the references run it),
+:meth:`DecoderCache.get_batch` remembers whole batches instead.
+
+Both caches drop the least recently used entry first. Returned arrays are
+read-only (rows are shared); callers copy before writing.
 """
 
 from __future__ import annotations
@@ -27,15 +32,24 @@ class DecoderCache:
         context_size: int,
         max_entries: int = 20000,
         batch_dependent: bool = False,
+        max_batches: int = 4096,
     ) -> None:
         self._run = run_decoder
         self.context_size = context_size
         self.max_entries = max_entries
+        self.max_batches = max_batches
         self.batch_dependent = batch_dependent
         self._cache: OrderedDict[Context, FloatArray] = OrderedDict()
+        self._batches: OrderedDict[tuple[Context, ...], FloatArray] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()  # servers decode disjoint streams on several threads
+
+    def clear(self) -> None:
+        """Forget every remembered output (both caches)."""
+        with self._lock:
+            self._cache.clear()
+            self._batches.clear()
 
     def context_of(self, ys: Sequence[int], carried: Context | None = None) -> Context:
         """The decoder input of a path: its last tokens, or ``carried`` (a
@@ -48,24 +62,62 @@ class DecoderCache:
 
     def get(self, contexts: Sequence[Context]) -> FloatArray:
         """Decoder outputs (len(contexts), D), running the graph once for all misses."""
+        cache = self._cache
         with self._lock:
-            return self._get(contexts)
-
-    def _get(self, contexts: Sequence[Context]) -> FloatArray:
-        rows = {c: self._cache[c] for c in contexts if c in self._cache}
+            if len(contexts) == 1:  # the common streaming case: one dict lookup
+                row = cache.get(contexts[0])
+                if row is not None:
+                    cache.move_to_end(contexts[0])
+                    self.hits += 1
+                    return row[None]
+            rows: dict[Context, FloatArray] = {}
+            for c in contexts:
+                hit = cache.get(c)
+                if hit is not None:
+                    cache.move_to_end(c)
+                    rows[c] = hit
         missing = [c for c in dict.fromkeys(contexts) if c not in rows]
         if missing:
-            self.misses += len(missing)
             if self.batch_dependent:
                 # one context per run keeps every cached row independent of its batch
                 out = np.concatenate([self.run(ctx) for ctx in missing])
             else:
                 out = self.run(*missing)
-            for ctx, row in zip(missing, out, strict=True):
-                rows[ctx] = self._cache[ctx] = row.copy()
-            # evict after the answer is assembled: one call may need more
-            # contexts than the cache holds
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
-        self.hits += len(contexts) - len(missing)
+            with self._lock:
+                self.misses += len(missing)
+                for ctx, computed in zip(missing, out, strict=True):
+                    row = computed.copy()
+                    row.flags.writeable = False
+                    rows[ctx] = cache[ctx] = row
+                # evict after the answer is assembled: one call may need more
+                # contexts than the cache holds
+                while len(cache) > self.max_entries:
+                    cache.popitem(last=False)
+        with self._lock:
+            self.hits += len(contexts) - len(missing)
+        if len(contexts) == 1:
+            return rows[contexts[0]][None]
         return np.stack([rows[c] for c in contexts])
+
+    def get_batch(self, contexts: Sequence[Context]) -> FloatArray:
+        """What ``run(*contexts)`` gives, remembered by the whole ordered batch:
+        for graphs whose rows depend on their batch this is exactly the batch's
+        output (a beam's paths rarely change between blank frames); other
+        graphs share rows through :meth:`get`."""
+        if not self.batch_dependent:
+            return self.get(contexts)
+        key = tuple(contexts)
+        with self._lock:
+            out = self._batches.get(key)
+            if out is not None:
+                self._batches.move_to_end(key)
+                self.hits += len(key)
+                return out
+        out = self.run(*key)
+        out.flags.writeable = False
+        with self._lock:
+            self.misses += len(key)
+            self._batches[key] = out
+            while len(self._batches) > self.max_batches:
+                self._batches.popitem(last=False)
+        return out

@@ -66,43 +66,101 @@ class GreedySearch:
         self.max_symbols_per_frame = max_symbols_per_frame
         self.context_fill = context_fill
         self.keep_context = keep_context
+        self._emit_table = np.ones(0, dtype=bool)  # by token id: not skipped (grown on use)
 
     def initial(self, context_graph: ContextGraph | None = None) -> GreedyHyp:
         """A fresh hypothesis; greedy search has no use for a context graph."""
         return GreedyHyp(ys=initial_context(self.decoder.context_size, self.context_fill))
 
     def decode(self, encoder_out: FloatArray, hyps: Sequence[GreedyHyp]) -> None:
-        """Advance every hyp over ``encoder_out`` (N, T, D) in place."""
-        n, num_frames, _ = encoder_out.shape
+        """Advance every hyp over ``encoder_out`` (N, T, D) in place.
+
+        Per frame one joiner run over the rows still emitting; only the rows
+        that emit touch Python (their token, time, confidence and a decoder
+        lookup), the others' trailing-blank count goes up."""
+        if len(hyps) == 1:
+            self._decode_one(encoder_out, hyps[0])
+            return
+        num_frames = encoder_out.shape[1]
         ctx = self.decoder.context_of
         dec = self.decoder.get([ctx(h.ys, h.carried) for h in hyps])
         for t in range(num_frames):
-            rows = np.arange(n)
             enc_t = encoder_out[:, t, :]
+            rows: npt.NDArray[np.intp] | None = None  # None: every row
             for symbol in range(self.max_symbols_per_frame):
-                logits = self.joiner(np.ascontiguousarray(enc_t[rows]), dec[rows])
+                if rows is None:
+                    logits = self.joiner(np.ascontiguousarray(enc_t), dec)
+                else:
+                    logits = self.joiner(enc_t[rows], dec[rows])
                 if self.blank_penalty > 0:
                     logits[:, 0] -= self.blank_penalty
                 best = logits.argmax(axis=1)
-                probs = token_log_probs(logits, best, self.temperature)
-                emitted: list[int] = []
-                for row, y, p in zip(rows.tolist(), best.tolist(), probs, strict=True):
-                    h = hyps[row]
-                    if y not in self.skip_ids:
-                        h.ys.append(y)
-                        h.log_probs.append(p)
-                        h.carried = None
-                        h.timestamps.append(t + h.frame_offset)
-                        h.num_trailing_blanks = 0
-                        emitted.append(row)
-                    elif symbol == 0:
-                        h.num_trailing_blanks += 1
-                if not emitted:
+                hit = np.flatnonzero(self._emits(best, logits.shape[1]))
+                if symbol == 0 and hit.size < len(best):  # rows is None: row r is hyps[r]
+                    if hit.size:
+                        blank = np.ones(len(best), dtype=bool)
+                        blank[hit] = False
+                        for r in np.flatnonzero(blank).tolist():
+                            hyps[r].num_trailing_blanks += 1
+                    else:
+                        for h in hyps:
+                            h.num_trailing_blanks += 1
+                if hit.size == 0:
                     break
-                rows = np.asarray(emitted)
-                dec[rows] = self.decoder.get([ctx(hyps[r].ys) for r in emitted])
+                # confidences of the emitted rows only (each row's value is its own)
+                ys = best[hit]
+                probs = token_log_probs(logits[hit], ys, self.temperature)
+                emitted = hit if rows is None else rows[hit]
+                for r, y, p in zip(emitted.tolist(), ys.tolist(), probs, strict=True):
+                    h = hyps[r]
+                    h.ys.append(y)
+                    h.log_probs.append(p)
+                    h.carried = None
+                    h.timestamps.append(t + h.frame_offset)
+                    h.num_trailing_blanks = 0
+                rows = emitted
+                fresh = self.decoder.get([ctx(hyps[r].ys) for r in emitted.tolist()])
+                if len(emitted) == len(hyps):
+                    dec = fresh
+                else:  # a new array: rows from the cache are read-only
+                    dec = dec.copy()
+                    dec[emitted] = fresh
         for h in hyps:
             h.frame_offset += num_frames
+
+    def _decode_one(self, encoder_out: FloatArray, h: GreedyHyp) -> None:
+        """:meth:`decode` for one stream, with scalars instead of row arrays."""
+        num_frames = encoder_out.shape[1]
+        ctx = self.decoder.context_of
+        dec = self.decoder.get([ctx(h.ys, h.carried)])
+        for t in range(num_frames):
+            enc_t = np.ascontiguousarray(encoder_out[:, t, :])
+            for symbol in range(self.max_symbols_per_frame):
+                logits = self.joiner(enc_t, dec)
+                if self.blank_penalty > 0:
+                    logits[:, 0] -= self.blank_penalty
+                y = int(logits.argmax())
+                if y in self.skip_ids:
+                    if symbol == 0:
+                        h.num_trailing_blanks += 1
+                    break
+                h.ys.append(y)
+                h.log_probs.extend(token_log_probs(logits, np.array([y]), self.temperature))
+                h.carried = None
+                h.timestamps.append(t + h.frame_offset)
+                h.num_trailing_blanks = 0
+                dec = self.decoder.get([ctx(h.ys)])
+        h.frame_offset += num_frames
+
+    def _emits(self, best: npt.NDArray[np.intp], vocab: int) -> npt.NDArray[np.bool_]:
+        """Which of the tokens ``best`` are emitted (not in ``skip_ids``)."""
+        table = self._emit_table
+        if table.size < vocab:
+            table = np.ones(vocab, dtype=bool)
+            table[[i for i in self.skip_ids if 0 <= i < vocab]] = False
+            self._emit_table = table
+        out: npt.NDArray[np.bool_] = table[best]
+        return out
 
     def tokens(self, hyp: GreedyHyp) -> Best:
         ids = hyp.ys[self.decoder.context_size :]

@@ -179,7 +179,7 @@ class NemoBeamSearch:
                 if 0 <= token < ranking.size:
                     ranking[token] += nxt.token_score
         out = []
-        for token in topk_desc(ranking, self.beam):
+        for token in topk_desc(ranking, self.beam).tolist():
             score = h.log_prob + float(logp[token])
             if token == self.blank_id:
                 new = NemoHyp(

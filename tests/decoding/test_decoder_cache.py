@@ -37,3 +37,41 @@ def test_a_call_needing_more_contexts_than_the_cache_holds() -> None:
     out = cache.get(contexts)
     np.testing.assert_array_equal(out, np.array(contexts, np.float32) * 10.0)
     assert len(cache._cache) == 4
+
+
+def test_least_recently_used_goes_first_and_rows_are_read_only() -> None:
+    calls: list[int] = []
+    cache = DecoderCache(_decoder(calls), 2, max_entries=2)
+    cache.get([(1, 1)])
+    cache.get([(2, 2)])
+    cache.get([(1, 1)])  # a hit: (1, 1) is now the most recently used
+    cache.get([(3, 3)])  # evicts (2, 2), not (1, 1)
+    assert set(cache._cache) == {(1, 1), (3, 3)}
+    row = cache.get([(1, 1)])
+    assert not row.flags.writeable  # shared with every later hit
+    assert calls == [1, 1, 1]
+
+
+def test_batches_of_a_batch_dependent_graph_are_remembered_whole() -> None:
+    """``get_batch`` gives exactly an uncached run of the batch (whose rows depend
+    on each other), once per ordered batch of contexts."""
+    calls: list[tuple[tuple[int, ...], ...]] = []
+
+    def batch_dependent(context: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        calls.append(tuple(tuple(int(v) for v in row) for row in context))
+        return context.astype(np.float32) * float(context.max())
+
+    cache = DecoderCache(batch_dependent, 2, batch_dependent=True)
+    batch = [(1, 2), (3, 4)]
+    want = cache.run(*batch)
+    calls.clear()
+    np.testing.assert_array_equal(cache.get_batch(batch), want)
+    np.testing.assert_array_equal(cache.get_batch(batch), want)
+    assert calls == [((1, 2), (3, 4))]
+    # another order is another batch; a row alone is computed alone
+    cache.get_batch(batch[::-1])
+    np.testing.assert_array_equal(cache.get([(1, 2)]), [[2.0, 4.0]])
+    assert len(calls) == 3
+    cache.clear()
+    cache.get_batch(batch)
+    assert len(calls) == 4
