@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +95,62 @@ def audio_pieces(
         yield rate, samples[begin : begin + step]
         if progress is not None:
             progress(min(total, (begin + step) / rate), total)
+
+
+class _Parts(NamedTuple):
+    """Text pieces and per-token fields of some tokens of a hypothesis."""
+
+    tokens: list[str]
+    token_ids: list[int]
+    timestamps: list[float]
+    ys_probs: list[float]
+
+
+class BuiltResult:
+    """A stream's last result and what it was built from (see ``get_result``)."""
+
+    def __init__(self, segment: int, start_frame: int) -> None:
+        self.segment = segment
+        self.start_frame = start_frame
+        self.best: Best | None = None
+        self.ids: list[int] = []
+        self.frames: list[int] = []
+        self.log_probs: tuple[float, ...] = ()
+        self.text = ""  # the pieces joined, unstripped
+        self.tokens: list[str] = []
+        self.token_ids: list[int] = []
+        self.timestamps: list[float] = []
+        self.ys_probs: list[float] = []
+        self.result: Result | None = None
+
+    def extends(self, best: Best) -> bool:
+        """Whether ``best`` is this hypothesis with tokens appended (or the same)."""
+        n = len(self.ids)
+        return (
+            best.ids[:n] == self.ids
+            and best.frames[:n] == self.frames
+            and best.log_probs[:n] == self.log_probs[:n]
+            and (bool(best.log_probs) or not self.log_probs)
+        )
+
+    def extended(self, best: Best, new: _Parts) -> BuiltResult:
+        """A new record for ``best``, given the parts of its tokens past this one's."""
+        out = BuiltResult(self.segment, self.start_frame)
+        out.best = best
+        out.ids, out.frames, out.log_probs = list(best.ids), list(best.frames), best.log_probs
+        same = len(best.ids) == len(self.ids) and (bool(best.log_probs) or not self.log_probs)
+        if same and self.result is not None:
+            # nothing new: the fields are shared with the last result (results are frozen)
+            out.text, out.tokens, out.token_ids = self.text, self.tokens, self.token_ids
+            out.timestamps, out.ys_probs = self.timestamps, self.ys_probs
+            out.result = self.result
+            return out
+        out.text = self.text + "".join(new.tokens)
+        out.tokens = self.tokens + new.tokens
+        out.token_ids = self.token_ids + new.token_ids
+        out.timestamps = self.timestamps + new.timestamps
+        out.ys_probs = self.ys_probs + new.ys_probs
+        return out
 
 
 class Recognizer:
@@ -187,6 +243,7 @@ class Recognizer:
             self.tail_padding_s,
         )
         stream.endpoint = (endpoint or self.endpoint).validate()
+        stream.search_cache = (cfg, search)
         return stream
 
     def is_ready(self, stream: Stream) -> bool:
@@ -217,9 +274,12 @@ class Recognizer:
         if not ready:
             return 0
         m = self.model
-        feats = np.stack(
-            [s.features.get_frames(s.num_processed_frames, m.chunk_size) for s in ready]
-        )
+        size, shift = m.chunk_size, m.chunk_shift
+        if len(ready) == 1:
+            one = ready[0]
+            feats = one.features.get_frames(one.num_processed_frames, size)[None]
+        else:
+            feats = np.stack([s.features.get_frames(s.num_processed_frames, size) for s in ready])
         if self.isolate_batches and len(ready) > 1 and self.batch_dependent:
             # one encoder run per stream: no stream's audio can touch another's result
             runs = [
@@ -234,15 +294,19 @@ class Recognizer:
             per_stream = m.unstack_states(next_states)
         for s, st in zip(ready, per_stream, strict=True):
             s.encoder_state = st
-            s.num_processed_frames += m.chunk_shift
+            s.num_processed_frames += shift
             s.features.discard_before(s.num_processed_frames)
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for i, s in enumerate(ready):
-            groups.setdefault(self._search_key(s.decoding), []).append(i)
-        for key, idx in groups.items():
-            search = self._searches[key]
-            sub = encoder_out if len(idx) == len(ready) else encoder_out[idx]
-            search.decode(sub, [ready[i].search_state for i in idx])
+            s.decoded_chunks += 1
+        searches = [self._stream_search(s) for s in ready]
+        first = searches[0]
+        if all(x is first for x in searches):
+            first.decode(encoder_out, [s.search_state for s in ready])
+            return len(ready)
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(searches):
+            groups.setdefault(id(x), []).append(i)
+        for idx in groups.values():
+            searches[idx[0]].decode(encoder_out[idx], [ready[i].search_state for i in idx])
         return len(ready)
 
     def decode_stream(self, stream: Stream) -> None:
@@ -253,28 +317,64 @@ class Recognizer:
 
     # --- results and endpoints -------------------------------------------
     def _best(self, stream: Stream) -> Best:
-        search = self._searches[self._search_key(stream.decoding)]
-        return search.tokens(stream.search_state)
+        """The search's best hypothesis, remembered until the stream's next
+        decoded chunk or a new search state (a reset)."""
+        key = (stream.decoded_chunks, id(stream.search_state))
+        cached = stream.best_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        best = self._stream_search(stream).tokens(stream.search_state)
+        stream.best_cache = (key, best)
+        return best
 
     def token_ids(self, stream: Stream) -> list[int]:
         """Token ids of the current segment's best hypothesis (cheap: no text)."""
-        return self._best(stream)[0]
+        return list(self._best(stream).ids)
 
     def get_result(self, stream: Stream, is_final: bool = False) -> Result:
-        ids, frames, trailing_blanks, log_probs = self._best(stream)
-        text, pieces = self.symbols.decode(ids)
-        kept = [i for i, t in enumerate(ids) if self.symbols[t] != "<unk>"]
-        start = stream.segment_start_frame * self.frame_shift_s
-        return Result(
-            text=text.strip(),
-            tokens=pieces,
-            token_ids=[ids[i] for i in kept],
-            timestamps=[round(start + frames[i] * self.output_frame_s, 3) for i in kept],
-            segment=stream.segment,
-            start_time=round(start, 3),
-            is_final=is_final,
-            num_trailing_blanks=trailing_blanks,
-            ys_probs=[log_probs[i] for i in kept] if log_probs else [],
+        """The current segment's result. Remembered per stream: while the best
+        hypothesis' tokens, segment and trailing blanks stay the same, the same
+        result comes back; when tokens were only appended, only their text is built."""
+        best = self._best(stream)
+        built = stream.result_cache
+        start_frame = stream.segment_start_frame
+        if (
+            built is None
+            or built.segment != stream.segment
+            or built.start_frame != start_frame
+            or (built.best is not best and not built.extends(best))
+        ):
+            built = BuiltResult(stream.segment, start_frame)
+        if built.best is not best:
+            built = built.extended(best, self._result_parts(best, start_frame, len(built.ids)))
+        stream.result_cache = built
+        r = built.result
+        trailing_blanks = best.trailing_blanks
+        if r is None or r.num_trailing_blanks != trailing_blanks or r.is_final != is_final:
+            r = built.result = Result(
+                text=built.text.strip(),
+                tokens=built.tokens,
+                token_ids=built.token_ids,
+                timestamps=built.timestamps,
+                segment=stream.segment,
+                start_time=round(start_frame * self.frame_shift_s, 3),
+                is_final=is_final,
+                num_trailing_blanks=trailing_blanks,
+                ys_probs=built.ys_probs if best.log_probs else [],
+            )
+        return r
+
+    def _result_parts(self, best: Best, start_frame: int, first: int) -> _Parts:
+        """Pieces, ids, timestamps and confidences of ``best``'s tokens from
+        index ``first`` on, ``<unk>`` left out."""
+        ids, frames, _, log_probs = best
+        start = start_frame * self.frame_shift_s
+        kept = [i for i in range(first, len(ids)) if self.symbols[ids[i]] != "<unk>"]
+        return _Parts(
+            [self.symbols.piece(ids[i]) for i in kept],
+            [ids[i] for i in kept],
+            [round(start + frames[i] * self.output_frame_s, 3) for i in kept],
+            [log_probs[i] for i in kept] if log_probs else [],
         )
 
     def is_endpoint(self, stream: Stream) -> bool:
@@ -294,8 +394,9 @@ class Recognizer:
         (``reset_encoder_on_endpoint``, as sherpa-onnx does for NeMo models)."""
         if self._best(stream).ids:
             stream.segment += 1
-        search = self._searches[self._search_key(stream.decoding)]
+        search = self._stream_search(stream)
         stream.search_state = search.reset(stream.search_state)
+        stream.best_cache = None
         stream.segment_start_frame = stream.num_processed_frames
         if self.model.reset_encoder_on_endpoint:
             stream.encoder_state = self.model.init_state()
@@ -348,6 +449,15 @@ class Recognizer:
         if method == "greedy":
             return (method, cfg.blank_penalty, cfg.max_symbols_per_frame, cfg.temperature_scale)
         return (method, cfg.blank_penalty, cfg.beam, cfg.temperature_scale)
+
+    def _stream_search(self, stream: Stream) -> Search:
+        """The stream's search, remembered on the stream for its ``decoding``."""
+        cached = stream.search_cache
+        if cached is not None and cached[0] is stream.decoding:
+            return cached[1]
+        search = self._search(stream.decoding)
+        stream.search_cache = (stream.decoding, search)
+        return search
 
     def _search(self, cfg: DecodingConfig) -> Search:
         key = self._search_key(cfg)

@@ -12,6 +12,8 @@ from asrserve.config import DecodingConfig, EndpointConfig
 from asrserve.errors import AudioFormatError
 
 if TYPE_CHECKING:
+    from asrserve.core.recognizer import BuiltResult
+    from asrserve.decoding.search import Best, Search
     from asrserve.families.base import State
 
 
@@ -130,6 +132,15 @@ class Stream:
         self.num_samples = 0  # at the model rate, tail padding excluded
         self.endpoint: EndpointConfig | None = None  # None: the recognizer's rules
         self._input = InputRate(features.config.sample_rate)
+        # The recognizer's per-stream memory (none of it is state: all can be rebuilt)
+        self.decoded_chunks = 0
+        """Chunks decoded so far (what tells the recognizer's remembered results apart)."""
+        self.search_cache: tuple[DecodingConfig, Search] | None = None
+        """The search for ``decoding`` (the config it was made for, the search)."""
+        self.best_cache: tuple[tuple[int, int], Best] | None = None
+        """The best hypothesis after chunk ``decoded_chunks`` of a search state."""
+        self.result_cache: BuiltResult | None = None
+        """The last result and what it was built from."""
 
     @property
     def sample_rate(self) -> int:

@@ -120,14 +120,18 @@ class BatchedStates:
         ]
 
     def unstack_states(self, batched: State) -> list[State]:
+        """Each stream's own compact copy of its rows: a view would keep the
+        whole batch's arrays alive for as long as any of its streams lives."""
         n = batched[0].shape[self.state_specs[0].batch_axis] if batched else 1
         if n == 1:
             return [list(batched)]
-        per = [
-            np.split(t, n, axis=spec.batch_axis)
-            for t, spec in zip(batched, self.state_specs, strict=True)
-        ]
-        return [[p[i] for p in per] for i in range(n)]
+        out: list[State] = [[] for _ in range(n)]
+        for t, spec in zip(batched, self.state_specs, strict=True):
+            index: list[slice] = [slice(None)] * t.ndim
+            for i in range(n):
+                index[spec.batch_axis] = slice(i, i + 1)
+                out[i].append(t[tuple(index)].copy())
+        return out
 
 
 class TransducerModel(BatchedStates):
@@ -243,8 +247,10 @@ class TransducerModel(BatchedStates):
     # --- graphs ---------------------------------------------------------
     def run_encoder(self, features: FloatArray, states: State) -> tuple[FloatArray, State]:
         """``features`` (N, chunk_size, feature_dim) → encoder_out (N, T', D), next states."""
-        feeds: dict[str, npt.NDArray[np.generic]] = {self._x_name: features}
-        feeds.update(zip(self._state_names, states, strict=True))
+        feeds: dict[str, npt.NDArray[np.generic]] = dict(
+            zip(self._state_names, states, strict=True)
+        )
+        feeds[self._x_name] = features
         out = self.encoder.run(feeds)
         return out[0].astype(np.float32, copy=False), list(out[1:])
 
