@@ -51,7 +51,7 @@ from asrserve.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger("asrserve")
 
-__all__ = ["PRECISIONS", "WhisperDims", "WhisperTokens", "convert_whisper"]
+__all__ = ["PRECISIONS", "WhisperDims", "WhisperTokens", "convert_whisper", "lower_precision"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 _GELU = 3  # CTranslate2's Activation.GELU
@@ -653,9 +653,16 @@ def convert_whisper(
     _save(build_decoder(m, dims), decoder)
     write_tokens(toks, tokens)
     if precision != "fp32":
-        step = _int8 if precision == "int8" else _fp16
         for graph in (encoder, decoder):
-            target = graph.with_name(graph.name.replace(".onnx", f".{precision}.onnx"))
-            log.info("writing %s", target)
-            step(graph, target)
+            lower_precision(graph, precision)
     return Converted(encoder, decoder, tokens, name, dims)
+
+
+def lower_precision(graph: Path, precision: str) -> Path:
+    """``{graph}.int8.onnx`` or ``.fp16.onnx`` beside an fp32 ``graph``; returns its path."""
+    if precision not in ("int8", "fp16"):
+        raise ConfigError(f"precision must be int8 or fp16, got {precision!r}")
+    target = graph.with_name(graph.name.removesuffix(".onnx") + f".{precision}.onnx")
+    log.info("writing %s", target)
+    (_int8 if precision == "int8" else _fp16)(graph, target)
+    return target
