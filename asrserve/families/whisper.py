@@ -432,7 +432,7 @@ class WhisperRecognizer(TdtRecognizer):
         self.language = language
         self.task = task
         self.vad = vad
-        cfg = (vad_config or VadConfig()).validate()
+        cfg = (vad_config or WHISPER_VAD).validate()
         if cfg.max_segment_s > MAX_SEGMENT_S:
             cfg = replace(cfg, max_segment_s=MAX_SEGMENT_S).validate()
         self.vad_config = cfg
