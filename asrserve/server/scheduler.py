@@ -6,18 +6,21 @@ and when. Decode threads (``start(threads)``) wait on that shared pool: once
 its earliest work is due, one thread takes **every** stream with work (the
 whole pool, not a share of it), moves their audio into the core, decodes
 rounds of one chunk per ready stream (``decode_streams`` calls of at most
-``max_batch_size``) and hands each round's outcomes to ``deliver`` (which the
-server turns into messages on its event loop: no JSON or framing here). A
+``max_batch_size``) and hands the outcomes to ``deliver`` (which the server
+turns into messages on its event loop: no JSON or framing here). Between
+rounds the thread takes what arrived meanwhile (audio of the streams it holds,
+and whatever was queued in the pool), so calls grow while nobody waits. A
 stream is held by one thread at a time; the core's objects are touched by the
 thread that holds it alone.
 
-Pacing, so that encoder calls carry many streams: audio from a stream that
-keeps up with real time waits up to ``max_wait_s`` for other streams' audio
-to arrive and share its calls; a stream that is behind (chunks left after a
-step), has ended its input, asked for a flush or was abandoned is due at
-once, and a step that starts takes everything ready, waiting or not. A step
-runs at most ``max_rounds`` rounds, then hands its streams back to the pool,
-where the ones still behind meet the audio that arrived meanwhile.
+Pacing: new audio from a stream may wait for other streams' audio to share
+its calls, as long as waiting plus the rounds it needs (at the recent round
+time) stays within ``max_wait_s`` (:meth:`Scheduler.wait_s`): cheap models
+wait longer, slow rounds or a busy machine not at all (calls then fill up by
+themselves). A stream that is behind (chunks left after a step), has ended
+its input, asked for a flush or was abandoned is due at once. A step runs at
+most ``max_rounds`` rounds, then hands its streams back to the pool, where
+the ones still behind are taken again with whatever else is ready.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ MAX_ROUNDS = 4
 100 ms client frame brings, so a stream at real-time pace ends its step with
 no chunk left; one behind goes back to the pool and meets new batch mates."""
 
+DELIVER_S = 0.004
+"""Rounds faster than this hand their outcomes over together (see ``_run``)."""
+
 _FLUSH = "flush"
 _STOP = "stop"
 
@@ -117,7 +123,7 @@ class StreamSlot:
         with self._lock:
             self._pending.append(samples)
             self._pending_samples += samples.size
-        self._wake(urgent=False)
+        self._wake(urgent=False, audio_s=samples.size / self.config.sample_rate)
 
     def flush(self) -> None:
         with self._lock:
@@ -134,9 +140,9 @@ class StreamSlot:
         self.abandoned = True
         self._wake(urgent=True)
 
-    def _wake(self, urgent: bool) -> None:
+    def _wake(self, urgent: bool, audio_s: float = 0.0) -> None:
         if self._scheduler is not None:
-            self._scheduler.wake(self, urgent)
+            self._scheduler.wake(self, urgent, audio_s)
 
     def take(self) -> list[npt.NDArray[np.float32] | str]:
         """Everything pending up to and including the first flush."""
@@ -176,6 +182,8 @@ class Scheduler:
         self._next_due = math.inf  # earliest due time in _queue
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._round_s = 0.0  # recent wall time of one round (moving average)
+        self._chunk_s = 0.0  # audio one round advances a stream (known after the first)
 
     # --- the event loop's side ------------------------------------------------
     def add(self, slot: StreamSlot) -> None:
@@ -186,10 +194,12 @@ class Scheduler:
         if slot.has_pending or slot.abandoned:
             self.wake(slot, urgent=True)
 
-    def wake(self, slot: StreamSlot, urgent: bool = False) -> None:
-        """``slot`` has work: due now (``urgent``) or after ``max_wait_s``."""
+    def wake(self, slot: StreamSlot, urgent: bool = False, audio_s: float = 0.0) -> None:
+        """``slot`` has work: due now (``urgent``), or once its new audio
+        (``audio_s`` seconds of it) has waited for batch mates as long as
+        ``max_wait_s`` allows after the rounds it needs (see :meth:`wait_s`)."""
         now = time.monotonic()
-        due = now if urgent else now + self.max_wait_s
+        due = now if urgent else now + self.wait_s(audio_s)
         with self._cond:
             if slot not in self._slots:
                 return
@@ -201,6 +211,19 @@ class Scheduler:
             if due < self._next_due:
                 self._next_due = due
                 self._cond.notify()
+
+    def wait_s(self, audio_s: float) -> float:
+        """How long new audio may wait for other streams' audio to share its
+        encoder calls: ``max_wait_s`` less the time its rounds will take (at
+        the recent round time), so that waiting and decoding together stay
+        within ``max_wait_s``; nothing when no other stream is open, or when
+        rounds are slow (the threads are busy: calls fill up by themselves)."""
+        wait = self.max_wait_s
+        if wait <= 0 or len(self._slots) <= 1:
+            return 0.0
+        if self._chunk_s > 0:
+            wait -= math.ceil(audio_s / self._chunk_s) * self._round_s
+        return max(0.0, wait)
 
     @property
     def live_streams(self) -> int:
@@ -301,14 +324,16 @@ class Scheduler:
             merged.setdefault(id(slot), (slot, []))[1].extend(outs)
         return StepResult(list(merged.values()), len(left))
 
-    def _run(self, batch: list[StreamSlot], deliver: Deliver) -> list[StreamSlot]:
-        """Feed, decode up to ``max_rounds`` rounds, report; the slots that
-        still have work (behind, or input held back behind a flush)."""
-        rec = self.recognizer
-        outcomes: dict[int, list[Outcome]] = {}
-        by_id: dict[int, StreamSlot] = {}
+    def _admit(
+        self,
+        slots: list[StreamSlot],
+        outcomes: dict[int, list[Outcome]],
+        by_id: dict[int, StreamSlot],
+    ) -> list[StreamSlot]:
+        """Move each slot's pending input into its stream (creating it first);
+        the slots that are still live."""
         live: list[StreamSlot] = []
-        for slot in batch:
+        for slot in slots:
             by_id[id(slot)] = slot
             if slot.abandoned:
                 self._drop(slot)
@@ -333,13 +358,53 @@ class Scheduler:
                 outcomes.setdefault(id(slot), []).append(Outcome("error", error=err, fatal=True))
                 continue
             live.append(slot)
+        return live
+
+    def _between_rounds(
+        self,
+        batch: list[StreamSlot],
+        live: list[StreamSlot],
+        outcomes: dict[int, list[Outcome]],
+        by_id: dict[int, StreamSlot],
+    ) -> list[StreamSlot]:
+        """Audio that arrived for the held streams meanwhile, and every stream
+        queued in the pool (due or not), join the next round: calls grow
+        without anyone waiting. Returns the live slots."""
+        fresh = [s for s in live if s.has_pending and not s.flushing and not s.abandoned]
+        with self._cond:
+            for slot in fresh:
+                slot._wanted = math.inf  # its wake is answered now
+            more = self._hold_queue() if self._queue else []
+        if not fresh and not more:
+            return live
+        batch += more
+        moved = {id(s) for s in fresh}
+        kept = [s for s in live if id(s) not in moved]
+        return kept + self._admit(fresh + more, outcomes, by_id)
+
+    def _run(self, batch: list[StreamSlot], deliver: Deliver) -> list[StreamSlot]:
+        """Feed, decode up to ``max_rounds`` rounds, report; the slots that
+        still have work (behind, or input held back behind a flush). Slots
+        taken from the pool between rounds are appended to ``batch``."""
+        rec = self.recognizer
+        outcomes: dict[int, list[Outcome]] = {}
+        by_id: dict[int, StreamSlot] = {}
+        live = self._admit(list(batch), outcomes, by_id)
+
+        sent = time.perf_counter()
 
         def send(last: bool = False) -> None:
-            # the last call goes out even when empty: the step's end is news
-            # too (backlogs changed; paused readers may go on)
-            if outcomes or last:
+            # A round's outcomes go out before the next round starts, unless
+            # the last went out less than DELIVER_S ago (fast rounds: each
+            # hand-over wakes the event loop, which costs more than it saves).
+            # The last call goes out even when empty: the step's end is news
+            # too (backlogs changed; paused readers may go on).
+            nonlocal sent
+            now = time.perf_counter()
+            if last or (outcomes and now - sent >= DELIVER_S):
                 deliver([(by_id[k], v) for k, v in outcomes.items()])
                 outcomes.clear()
+                sent = now
 
         # Rounds: every stream with a ready chunk advances by one per encoder
         # call. After each chunk the core decides whether the stream's segment
@@ -347,7 +412,9 @@ class Scheduler:
         # each round's outcomes go out before the next round starts. Every
         # per-stream call goes through _isolated: one stream's failure ends
         # that stream only, never the step.
-        for _ in range(self.max_rounds):
+        for r in range(self.max_rounds):
+            if r:
+                live = self._between_rounds(batch, live, outcomes, by_id)
             ready = [
                 s
                 for s in live
@@ -357,6 +424,7 @@ class Scheduler:
             ]
             if not ready:
                 break
+            t0 = time.perf_counter()
             for i in range(0, len(ready), self.max_batch_size):
                 self._decode(ready[i : i + self.max_batch_size], outcomes)
             for slot in ready:
@@ -365,6 +433,7 @@ class Scheduler:
                 events = self._isolated(slot, outcomes, "ending a chunk", slot.events.after_chunk)
                 if events:
                     outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events))
+            self._round_s += 0.2 * (time.perf_counter() - t0 - self._round_s)
             send()
         flushed: set[int] = set()  # slots whose flush ended in this step
         for slot in live:
@@ -480,6 +549,8 @@ class Scheduler:
                     )
         elapsed = time.perf_counter() - t0
         audio_s = sum(self.recognizer.decoded_s(s) for s in streams)
+        if streams:
+            self._chunk_s = audio_s / len(streams)
         self.metrics.observe_batch(len(streams), elapsed, audio_s)
 
     @staticmethod
