@@ -58,6 +58,7 @@ TAIL_PADDING_S = 0.66  # asrserve's default; sherpa-onnx is given the same (its 
 BEAM = 4
 TARGET_P95_MS = 500.0
 TARGET_RATIO = 1.2  # asrserve max streams / sherpa-onnx max streams
+TARGET_CPU_RATIO = 0.8  # asrserve / sherpa-onnx server CPU per stream
 SERVERS = ("asrserve", "sherpa")
 _EOF = re.compile(r'"is_eof"\s*:\s*true')
 
@@ -71,10 +72,26 @@ class StreamResult:
     late_s: float = 0.0  # how far behind the real-time schedule Done was sent
     error: str = ""
     done_first: bool = False  # Done! arrived before the is_eof result
+    # new-token latencies (ms) of the partials received before Done: arrival of the
+    # first result holding a token - the wall time its audio (its timestamp) was captured
+    partial_ms: list[float] = field(default_factory=list)
+
+
+def _new_token_latencies(msg: str, seen: int, arrived: float, t0: float) -> tuple[int, list[float]]:
+    """The token count of result ``msg`` and the latency (ms) of each token past
+    the first ``seen``: ``arrived`` - (``t0`` + its timestamp)."""
+    stamps = json.loads(msg).get("timestamps") or []
+    fresh = [(arrived - t0 - float(t)) * 1000.0 for t in stamps[seen:]]
+    return max(seen, len(stamps)), fresh
 
 
 async def _one_stream(
-    uri: str, frames: Sequence[bytes], start_at: float, realtime: bool, drain_s: float
+    uri: str,
+    frames: Sequence[bytes],
+    start_at: float,
+    realtime: bool,
+    drain_s: float,
+    partials: bool = False,
 ) -> StreamResult:
     from websockets.asyncio.client import connect
 
@@ -82,20 +99,27 @@ async def _one_stream(
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     res = StreamResult()
     done_at = math.inf
+    t0 = math.inf  # wall time of audio time 0 (frame k holds audio up to t0 + (k + 1) * FRAME_S)
     got_done = asyncio.Event()
+    tokens_seen = 0
 
     async def receive(ws: Any) -> None:
         # sherpa-onnx sends Done! and the is_eof result from different threads: either
         # may come first, so read until both are in.
+        nonlocal tokens_seen
         async for msg in ws:
             if isinstance(msg, bytes):
                 continue
+            arrived = loop.time()
             if msg == "Done!":
                 got_done.set()
                 res.done_first = res.latency_s is None
             elif res.latency_s is None and _EOF.search(msg):
-                res.latency_s = loop.time() - done_at
+                res.latency_s = arrived - done_at
                 res.text = str(json.loads(msg).get("text", ""))
+            elif partials and arrived < done_at:
+                tokens_seen, fresh = _new_token_latencies(msg, tokens_seen, arrived, t0)
+                res.partial_ms += fresh
             if got_done.is_set() and res.latency_s is not None:
                 return
         res.error = f"server closed ({ws.close_code}) before the is_eof result and Done!"
@@ -138,6 +162,7 @@ async def _load(spec: dict[str, Any]) -> list[StreamResult]:
             base + rng.uniform(0.0, spec["stagger_s"]),
             spec["realtime"],
             spec["drain_s"],
+            spec.get("partials", False),
         )
         for _ in range(spec["n"])
     ]
@@ -230,6 +255,12 @@ class Server:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
+    cwd: Path | None = None
+
+    @property
+    def is_asrserve(self) -> bool:
+        return self.name != "sherpa"
 
     @property
     def uri(self) -> str:
@@ -240,7 +271,12 @@ class Server:
         t0 = time.monotonic()
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+                cwd=self.cwd,
             )
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
@@ -253,7 +289,7 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s:\n{self.tail()}")
 
     def ready(self) -> bool:
-        if self.name == "asrserve":
+        if self.is_asrserve:
             try:
                 url = f"http://127.0.0.1:{self.port}/healthz"
                 with urllib.request.urlopen(url, timeout=1) as r:
@@ -266,7 +302,7 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """asrserve's ``/metrics`` counters (empty for sherpa-onnx, which has none)."""
-        if self.name != "asrserve":
+        if not self.is_asrserve:
             return {}
         try:
             url = f"http://127.0.0.1:{self.port}/metrics"
@@ -358,7 +394,18 @@ def server_commands(
         f"--end-tail-padding={TAIL_PADDING_S}",
         f"--log-file={logdir / 'sherpa-onnx.log'}",
     ]
-    return {"asrserve": asrserve, "sherpa": sherpa}
+    cmds = {"asrserve": asrserve, "sherpa": sherpa}
+    if args.baseline_source is not None:  # the same options, another source tree
+        port_at = asrserve.index(str(ports["asrserve"]))
+        base = [sys.executable, "-m", "asrserve", *asrserve[1:]]
+        base[port_at + 2] = str(ports["baseline"])
+        cmds = {"asrserve": asrserve, "baseline": base, "sherpa": sherpa}
+    return cmds
+
+
+def server_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The servers of a run, in the order their levels alternate."""
+    return ("asrserve", "baseline", "sherpa") if args.baseline_source else SERVERS
 
 
 # --- one load level ---------------------------------------------------------------------
@@ -384,10 +431,26 @@ class Level:
     batches: int | None = None
     mean_batch: float | None = None
     decode_busy: float | None = None
+    # new-token latency of the partials (see StreamResult.partial_ms), when measured
+    partial_p50_ms: float | None = None
+    partial_p95_ms: float | None = None
+    partial_tokens: int = 0
+    loadavg: float = 0.0  # 1-minute load average when the level started
+
+    @property
+    def cpu_per_stream(self) -> float:
+        """Server cores per stream (CPU seconds per second of real-time audio)."""
+        return self.server_cores / self.n
 
 
 def run_loadgen(
-    uri: str, audio_path: Path, n: int, args: argparse.Namespace, seed: int, realtime: bool = True
+    uri: str,
+    audio_path: Path,
+    n: int,
+    args: argparse.Namespace,
+    seed: int,
+    realtime: bool = True,
+    partials: bool = False,
 ) -> tuple[list[StreamResult], float, float]:
     """One level in a child process: (stream results, child CPU s, wall s)."""
     spec = {
@@ -397,9 +460,11 @@ def run_loadgen(
         "stagger_s": args.stagger_s if realtime else 0.0,
         "seed": seed,
         "realtime": realtime,
-        "drain_s": args.drain_s,
+        # unpaced (the warm-up) a whole clip is decoded after Done: give it time
+        "drain_s": args.drain_s if realtime else max(args.drain_s, 60.0),
+        "partials": partials,
     }
-    timeout = args.stagger_s + args.clip_len_s + args.drain_s + 30.0
+    timeout = args.stagger_s + args.clip_len_s + spec["drain_s"] + 30.0
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(spec)],
         capture_output=True,
@@ -421,14 +486,16 @@ def measure_level(
     args: argparse.Namespace,
     seed: int,
     all_pids: Sequence[int],
+    partials: bool = False,
 ) -> Level:
     assert server.proc is not None
     pid = server.proc.pid
     wait_idle(pid)
     wait_quiet(all_pids, args.quiet_wait_s)
+    loadavg = os.getloadavg()[0]
     m0 = server.metrics()
     srv0, sys0, t0 = proc_cpu_s(pid), system_busy_s(), time.monotonic()
-    streams, gen_cpu, _ = run_loadgen(server.uri, audio_path, n, args, seed)
+    streams, gen_cpu, _ = run_loadgen(server.uri, audio_path, n, args, seed, partials=partials)
     wall = time.monotonic() - t0
     srv_cpu, sys_cpu = proc_cpu_s(pid) - srv0, system_busy_s() - sys0
     m1 = server.metrics()
@@ -447,6 +514,11 @@ def measure_level(
     pct = (lambda q: float(np.percentile(lat, q)) * 1000.0) if lat else (lambda q: None)
     p95 = pct(95)
     errors = sorted({s.error for s in streams if s.error})[:3]
+    part = [ms for s in streams for ms in s.partial_ms]
+    if part:
+        stats["partial_p50_ms"] = float(np.percentile(part, 50))
+        stats["partial_p95_ms"] = float(np.percentile(part, 95))
+        stats["partial_tokens"] = len(part)
     return Level(
         server=server.name,
         n=n,
@@ -463,18 +535,22 @@ def measure_level(
         wall_s=wall,
         done_first=sum(s.done_first for s in streams),
         errors=errors,
+        loadavg=loadavg,
         **stats,
     )
 
 
 # --- search -----------------------------------------------------------------------------
 class Search:
-    """Doubling from ``start`` until a level fails (or ``cap``), then bisection until the
-    gap between the best pass and the lowest failure is within ``resolution``."""
+    """From ``start``, grow N by ``grow`` (doubling by default) until a level fails
+    (or ``cap``), or shrink it by ``grow`` until one passes; then bisect until the gap
+    between the best pass and the lowest failure is within ``resolution`` x best."""
 
-    def __init__(self, start: int, cap: int, max_levels: int, resolution: float) -> None:
+    def __init__(
+        self, start: int, cap: int, max_levels: int, resolution: float, grow: float = 2.0
+    ) -> None:
         self.next: int | None = min(start, cap)
-        self.cap, self.max_levels, self.resolution = cap, max_levels, resolution
+        self.cap, self.max_levels, self.resolution, self.grow = cap, max_levels, resolution, grow
         self.best = 0  # largest passing N
         self.fail: int | None = None  # smallest failing N
         self.levels: list[Level] = []
@@ -488,11 +564,15 @@ class Search:
         else:
             self.fail = n if self.fail is None else min(self.fail, n)
         if self.fail is None:
-            self.next = None if n >= self.cap else min(self.cap, 2 * n)
+            self.next = (
+                None if n >= self.cap else min(self.cap, max(n + 1, math.ceil(n * self.grow)))
+            )
             if self.next is None:
                 self.stopped = f"reached --max-streams {self.cap}"
         elif self.fail - self.best <= max(1, math.floor(self.best * self.resolution)):
             self.next = None
+        elif self.best == 0:
+            self.next = max(1, min(self.fail - 1, math.floor(self.fail / self.grow)))
         else:
             self.next = (self.best + self.fail) // 2
         if self.next is not None and len(self.levels) >= self.max_levels:
@@ -500,6 +580,75 @@ class Search:
 
     def at_best(self) -> Level | None:
         return next((lv for lv in self.levels if lv.n == self.best and lv.passed), None)
+
+
+class _Bench:
+    """Runs levels on both servers, alternating between them."""
+
+    def __init__(
+        self,
+        servers: dict[str, Server],
+        audio_path: Path,
+        args: argparse.Namespace,
+        crashed: dict[str, str],
+    ) -> None:
+        self.servers, self.audio_path, self.args, self.crashed = servers, audio_path, args, crashed
+
+    def level(self, name: str, n: int, seed: int, partials: bool = False) -> Level | None:
+        """One level on one server, printed; None when the server is gone."""
+        server = self.servers[name]
+        if not server.alive():
+            self.crashed[name] = server.tail()
+            return None
+        pids = [sv.proc.pid for sv in self.servers.values() if sv.proc is not None]
+        lv = measure_level(server, n, self.audio_path, self.args, seed, pids, partials)
+        print(format_level(lv), flush=True)
+        if lv.batches is not None:
+            print(
+                f"#   {name} N={n}: {lv.batches} decode calls, "
+                f"{lv.mean_batch or 0:.1f} streams per call, in decode_streams "
+                f"{lv.decode_busy or 0:.0%} of the time",
+                flush=True,
+            )
+        for err in lv.errors:
+            print(f"#   {name} N={n}: {err}", flush=True)
+        return lv
+
+    def search_run(self, earlier: list[dict[str, Search]]) -> dict[str, Search]:
+        """One capacity search per server, level by level in turn. After the first
+        run a search starts at the median maximum so far and steps by 15 %."""
+        a = self.args
+        searches = {}
+        for name in self.servers:
+            bests = [run[name].best for run in earlier if run[name].best]
+            start, grow = (int(np.median(bests)), 1.15) if bests else (a.start, 2.0)
+            searches[name] = Search(start, a.max_streams, a.max_levels, a.resolution, grow)
+        t_start = time.monotonic()
+        while any(s.next is not None for s in searches.values()):
+            for name, search in searches.items():
+                n = search.next
+                if n is None:
+                    continue
+                if time.monotonic() - t_start > a.time_budget_s:
+                    search.next, search.stopped = None, "--time-budget-s reached"
+                    continue
+                lv = self.level(name, n, a.seed + n + 1000 * len(earlier))
+                if lv is None:
+                    search.next, search.stopped = None, "server exited"
+                    continue
+                search.record(lv)
+        return searches
+
+    def fixed_levels(self, ns: Sequence[int], repeat: int) -> list[Level]:
+        """Each N, ``repeat`` times, both servers in turn (partials measured)."""
+        out: list[Level] = []
+        for r in range(repeat):
+            for n in ns:
+                for name in self.servers:
+                    lv = self.level(name, n, self.args.seed + n + 1000 * r, partials=True)
+                    if lv is not None:
+                        out.append(lv)
+        return out
 
 
 # --- output -----------------------------------------------------------------------------
@@ -643,6 +792,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--time-budget-s", type=float, default=330.0, help="no level starts later")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="capacity searches per server, interleaved; the summary gives their median",
+    )
+    p.add_argument(
+        "--levels",
+        default=None,
+        help="instead of searching: run these N (e.g. 1,8,32) on both servers in turn and "
+        "report CPU per stream, final and new-token (partial) latency",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="with --levels: rounds of all levels")
+    p.add_argument(
+        "--baseline-source",
+        type=Path,
+        default=None,
+        help="also run asrserve from this source tree (e.g. a `git archive` of an older "
+        "commit) with the same options, as a third server in the rotation",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the levels here")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 s clip, 2 levels per server")
     p.add_argument("--loadgen", default=None, help=argparse.SUPPRESS)
@@ -658,6 +827,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"model directory not found: {args.model} (set ASRSERVE_SHARED?)")
     if not args.audio.is_file():
         p.error(f"audio file not found: {args.audio}")
+    if args.levels is not None:
+        try:
+            args.levels = [int(v) for v in args.levels.split(",") if v.strip()]
+        except ValueError:
+            p.error(f"--levels takes N,N,... got {args.levels!r}")
+        if not args.levels or min(args.levels) < 1:
+            p.error("--levels needs N >= 1")
+    if min(args.runs, args.repeat) < 1:
+        p.error("--runs and --repeat must be >= 1")
     if args.sherpa_work_threads is None:
         args.sherpa_work_threads = args.threads
     counts = (args.threads, args.sherpa_work_threads, args.sherpa_intra_threads)
@@ -686,11 +864,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logdir = Path(tmp)
         audio_path = logdir / "audio.f32"
         audio.astype("<f4").tofile(audio_path)
-        ports = {name: free_port() for name in SERVERS}
+        names = server_names(args)
+        ports = {name: free_port() for name in names}
         cmds = server_commands(args, files, ports, logdir)
         servers = {
-            name: Server(name, cmds[name], ports[name], logdir / f"{name}.out") for name in SERVERS
+            name: Server(name, cmds[name], ports[name], logdir / f"{name}.out") for name in names
         }
+        if args.baseline_source is not None:
+            src = args.baseline_source.resolve()
+            path = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            servers["baseline"].env = {**os.environ, "PYTHONPATH": path}
+            servers["baseline"].cwd = src
         print(
             f"# model {args.model}\n"
             f"#   files (both servers): {files.encoder.name}, {files.decoder.name}, "
@@ -713,15 +897,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"target asrserve/sherpa max streams >= {TARGET_RATIO}",
             flush=True,
         )
-        for name in SERVERS:
+        for name in names:
             print(f"# {name}: {' '.join(cmds[name])}", flush=True)
-        searches = {
-            name: Search(args.start, args.max_streams, args.max_levels, args.resolution)
-            for name in SERVERS
-        }
+        if args.baseline_source is not None:
+            print(f"# baseline: asrserve from {args.baseline_source.resolve()}", flush=True)
         warm: dict[str, str] = {}
         crashed: dict[str, str] = {}
-        t_start = time.monotonic()
+        bench = _Bench(servers, audio_path, args, crashed)
+        runs: list[dict[str, Search]] = []
+        fixed: list[Level] = []
         try:
             for name, server in servers.items():
                 startup = server.start()
@@ -743,34 +927,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             print(header(), flush=True)
-            level_no = 0
-            while any(s.next is not None for s in searches.values()):
-                for name, search in searches.items():
-                    n = search.next
-                    if n is None:
-                        continue
-                    if time.monotonic() - t_start > args.time_budget_s:
-                        search.next, search.stopped = None, "--time-budget-s reached"
-                        continue
-                    server = servers[name]
-                    if not server.alive():
-                        crashed[name] = server.tail()
-                        search.next, search.stopped = None, "server exited"
-                        continue
-                    level_no += 1
-                    pids = [sv.proc.pid for sv in servers.values() if sv.proc is not None]
-                    lv = measure_level(server, n, audio_path, args, args.seed + n, pids)
-                    print(format_level(lv), flush=True)
-                    if lv.batches is not None:
-                        print(
-                            f"#   asrserve N={n}: {lv.batches} decode calls, "
-                            f"{lv.mean_batch or 0:.1f} streams per call, in decode_streams "
-                            f"{lv.decode_busy or 0:.0%} of the time",
-                            flush=True,
-                        )
-                    for err in lv.errors:
-                        print(f"#   {name} N={n}: {err}", flush=True)
-                    search.record(lv)
+            if args.levels:
+                fixed = bench.fixed_levels(args.levels, args.repeat)
+            else:
+                for r in range(args.runs):
+                    if r:
+                        print(f"# run {r + 1} of {args.runs}", flush=True)
+                    runs.append(bench.search_run(runs))
         finally:
             for server in servers.values():
                 server.stop()
@@ -780,7 +943,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problems:
             print(f"# asrserve log: {len(problems)} error/traceback line(s), first ones:")
             print("\n".join(f"#   {line}" for line in problems[:8]))
-        summary = summarize(searches, args)
+        if args.levels:
+            summary = summarize_fixed(fixed, args)
+            levels = fixed
+        else:
+            summary = summarize_runs(runs, args)
+            levels = [lv for run in runs for s in run.values() for lv in s.levels]
         if args.json is not None:
             payload = {
                 "model": str(args.model),
@@ -796,7 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "environment": env,
                 "warmup_texts_identical": warm.get("asrserve") == warm.get("sherpa"),
                 "summary": summary,
-                "levels": [asdict(lv) for s in searches.values() for lv in s.levels],
+                "levels": [asdict(lv) for lv in levels],
             }
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(payload, indent=2) + "\n")
@@ -814,48 +982,142 @@ def log_problems(log: Path) -> list[str]:
     return [line for line in text.splitlines() if any(k in line for k in keys)]
 
 
-def summarize(searches: dict[str, Search], args: argparse.Namespace) -> dict[str, Any]:
-    """Print the per-server result and the ratio; return them for the JSON."""
-    out: dict[str, Any] = {}
-    print(f"\n{'server':<8}  {'max N':>5}  {'p50 ms':>7}  {'p95 ms':>7}  {'levels':>6}  note")
-    for name, s in searches.items():
-        lv = s.at_best()
-        p50, p95 = (lv.p50_ms, lv.p95_ms) if lv else (None, None)
-        note = (s.stopped + "; " if s.stopped else "") + (
-            f"lowest failing N {s.fail}" if s.fail is not None else "no failing level: lower bound"
-        )
-        print(f"{name:<8}  {s.best:>5}  {_ms(p50):>7}  {_ms(p95):>7}  {len(s.levels):>6}  {note}")
-        out[name] = {
-            "max_streams": s.best,
-            "lowest_failing": s.fail,
-            "p50_ms": p50,
-            "p95_ms": p95,
-            "levels": len(s.levels),
-            "stopped": s.stopped,
-        }
-    a, b = searches["asrserve"].best, searches["sherpa"].best
-    ratio = a / b if b else (math.inf if a else None)
-    out["ratio"] = ratio
-    verdict = "n/a" if ratio is None else ("met" if ratio >= TARGET_RATIO else "MISS")
-    shown = "n/a" if ratio is None else f"{ratio:.2f}"
+def _spread(values: Sequence[float], fmt: str = "{:.0f}") -> str:
+    """``median (min-max)`` of some values, or ``-``."""
+    if not values:
+        return "-"
+    med = fmt.format(float(np.median(values)))
+    if len(values) == 1:
+        return med
+    return f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def summarize_runs(runs: list[dict[str, Search]], args: argparse.Namespace) -> dict[str, Any]:
+    """Print each run's maxima and ratio, then their medians; return them for the JSON."""
+    out: dict[str, Any] = {"runs": []}
+    print(f"\n{'run':>3}  {'server':<8}  {'max N':>5}  {'p50 ms':>7}  {'p95 ms':>7}  "
+          f"{'levels':>6}  {'load':>5}  note")  # fmt: skip
+    ratios: list[float] = []
+    for i, searches in enumerate(runs, 1):
+        row: dict[str, Any] = {}
+        for name, s in searches.items():
+            lv = s.at_best()
+            p50, p95 = (lv.p50_ms, lv.p95_ms) if lv else (None, None)
+            load = float(np.mean([v.loadavg for v in s.levels])) if s.levels else 0.0
+            note = (s.stopped + "; " if s.stopped else "") + (
+                f"lowest failing N {s.fail}"
+                if s.fail is not None
+                else "no failing level: lower bound"
+            )
+            print(f"{i:>3}  {name:<8}  {s.best:>5}  {_ms(p50):>7}  {_ms(p95):>7}  "
+                  f"{len(s.levels):>6}  {load:>5.2f}  {note}")  # fmt: skip
+            row[name] = {
+                "max_streams": s.best,
+                "lowest_failing": s.fail,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "levels": len(s.levels),
+                "stopped": s.stopped,
+                "loadavg_mean": load,
+            }
+        a, b = searches["asrserve"].best, searches["sherpa"].best
+        row["ratio"] = a / b if b else None
+        if b:
+            ratios.append(a / b)
+        if "baseline" in searches and b:
+            row["baseline_ratio"] = searches["baseline"].best / b
+        out["runs"].append(row)
+    for name in runs[0] if runs else ():
+        bests = [run[name].best for run in runs]
+        out[name] = {"max_streams_median": float(np.median(bests)) if bests else None,
+                     "max_streams": bests}  # fmt: skip
+    out["ratio_median"] = float(np.median(ratios)) if ratios else None
+    out["ratios"] = ratios
+    loads = [lv.loadavg for run in runs for s in run.values() for lv in s.levels]
+    out["loadavg"] = [min(loads), float(np.median(loads)), max(loads)] if loads else None
+    med = out["ratio_median"]
+    verdict = "n/a" if med is None else ("met" if med >= TARGET_RATIO else "MISS")
     print(
-        f"# asrserve/sherpa max streams: {a}/{b} = {shown} (target >= {TARGET_RATIO}: "
-        f"{verdict}); resolution {args.resolution:g} x N"
+        f"# asrserve/sherpa max streams over {len(runs)} run(s): median "
+        f"{_spread(ratios, '{:.2f}')} (target >= {TARGET_RATIO}: {verdict}); "
+        f"asrserve {_spread([float(r['asrserve']['max_streams']) for r in out['runs']])}, "
+        f"sherpa {_spread([float(r['sherpa']['max_streams']) for r in out['runs']])}; "
+        + (
+            f"baseline {_spread([float(r['baseline']['max_streams']) for r in out['runs']])} "
+            f"(ratio {_spread([r['baseline_ratio'] for r in out['runs']], '{:.2f}')}); "
+            if runs and "baseline" in runs[0]
+            else ""
+        )
+        + f"resolution {args.resolution:g} x N; load average "
+        + (f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-")
     )
-    late = max((lv.max_late_ms for s in searches.values() for lv in s.levels), default=0.0)
+    _warnings([lv for run in runs for s in run.values() for lv in s.levels])
+    return out
+
+
+def summarize_fixed(levels: list[Level], args: argparse.Namespace) -> dict[str, Any]:
+    """Print the medians per server and N (CPU per stream, final and new-token
+    latency) and the asrserve/sherpa CPU ratio; return them for the JSON."""
+    out: dict[str, Any] = {}
+    print(f"\n{'N':>4}  {'server':<8}  {'cpu/stream':>16}  {'final p50':>14}  "
+          f"{'final p95':>14}  {'partial p50':>14}  {'partial p95':>14}  {'load':>9}")  # fmt: skip
+    for n in args.levels:
+        row: dict[str, Any] = {}
+        for name in server_names(args):
+            lvs = [lv for lv in levels if lv.n == n and lv.server == name]
+            cpu = [lv.cpu_per_stream for lv in lvs]
+            cell = {
+                "cpu_per_stream": float(np.median(cpu)) if cpu else None,
+                "cpu_per_stream_all": cpu,
+                "final_p50_ms": [lv.p50_ms for lv in lvs],
+                "final_p95_ms": [lv.p95_ms for lv in lvs],
+                "partial_p50_ms": [lv.partial_p50_ms for lv in lvs],
+                "partial_p95_ms": [lv.partial_p95_ms for lv in lvs],
+                "passed": [lv.passed for lv in lvs],
+                "loadavg": [lv.loadavg for lv in lvs],
+            }
+            row[name] = cell
+
+            def vals(key: str, c: dict[str, Any] = cell) -> list[float]:
+                return [float(v) for v in c[key] if v is not None]
+
+            loads = vals("loadavg")
+            load = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-"
+            print(f"{n:>4}  {name:<8}  {_spread(cpu, '{:.4f}'):>16}  "
+                  f"{_spread(vals('final_p50_ms')):>14}  {_spread(vals('final_p95_ms')):>14}  "
+                  f"{_spread(vals('partial_p50_ms')):>14}  {_spread(vals('partial_p95_ms')):>14}  "
+                  f"{load:>9}")  # fmt: skip
+        a, b = row["asrserve"]["cpu_per_stream"], row["sherpa"]["cpu_per_stream"]
+        row["cpu_ratio"] = a / b if a is not None and b else None
+        if "baseline" in row:
+            c = row["baseline"]["cpu_per_stream"]
+            row["baseline_cpu_ratio"] = c / b if c is not None and b else None
+        out[str(n)] = row
+    ratios = ", ".join(
+        f"N={n}: {out[str(n)]['cpu_ratio']:.2f}"
+        for n in args.levels
+        if out[str(n)]["cpu_ratio"] is not None
+    )
+    print(f"# server CPU per stream, asrserve/sherpa (medians of {args.repeat}): {ratios} "
+          f"(target <= {TARGET_CPU_RATIO})")  # fmt: skip
+    _warnings(levels)
+    return out
+
+
+def _warnings(levels: list[Level]) -> None:
+    late = max((lv.max_late_ms for lv in levels), default=0.0)
     if late > 100:
         print(
             f"# WARN: the load generator fell up to {late:.0f} ms behind real time "
             f"(client-side CPU starvation); figures at that level are client-limited"
         )
-    noisy = [lv for s in searches.values() for lv in s.levels if lv.other_cores > 0.25]
+    noisy = [lv for lv in levels if lv.other_cores > 0.25]
     if noisy:
         worst = max(lv.other_cores for lv in noisy)
         print(
             f"# WARN: other processes used > 0.25 cores (up to {worst:.2f}) during "
             f"{len(noisy)} level(s): " + ", ".join(f"{lv.server} N={lv.n}" for lv in noisy)
         )
-    return out
 
 
 if __name__ == "__main__":
