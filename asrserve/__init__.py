@@ -99,18 +99,26 @@ def load_model(
     endpoint: EndpointConfig | None = None,
     tail_padding_s: float | None = None,
     spin: bool = True,
+    language: str | None = None,
+    task: str | None = None,
 ) -> AnyRecognizer:
     """Load a model directory (or catalog name): a :class:`Recognizer` for
     streaming transducers, the VAD-segmented offline recognizer for Parakeet TDT
     and sherpa-onnx's offline NeMo transducers; both are an
     :class:`~asrserve.core.interfaces.SpeechRecognizer`.
 
-    ``spin=False`` keeps idle inference threads from busy-waiting (servers)."""
+    ``spin=False`` keeps idle inference threads from busy-waiting (servers).
+    ``language`` (a code: ``en``, ``de`` …) and ``task`` (``transcribe`` or
+    ``translate``) are Whisper's; other families refuse them."""
     model_dir = resolve_model_dir(path_or_name)
     backend = BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
     from asrserve.families.layouts import LoadOptions, find_layout
 
     files = _catalog_layout(path_or_name)
-    options = LoadOptions(backend, precision, decoding, endpoint, tail_padding_s, files)
-    recognizer: AnyRecognizer = find_layout(model_dir).load(model_dir, options)
+    options = LoadOptions(
+        backend, precision, decoding, endpoint, tail_padding_s, files, language, task
+    )
+    layout = find_layout(model_dir)
+    options.check_family_options(layout.options, f"{model_dir} (a {layout.name} model)")
+    recognizer: AnyRecognizer = layout.load(model_dir, options)
     return recognizer

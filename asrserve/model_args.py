@@ -60,6 +60,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="boost a phrase in beam search ('PHRASE :score' sets its own score); repeatable",
     )
     p.add_argument(
+        "--language",
+        default=None,
+        metavar="CODE",
+        help="Whisper: the spoken language (en, de, ...); default: detected per segment "
+        "(multilingual models), en (English-only models)",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=["transcribe", "translate"],
+        help="Whisper: transcribe, or translate into English (multilingual models) "
+        "(default: transcribe)",
+    )
+    p.add_argument(
         "--hotwords-score",
         type=float,
         default=1.5,
@@ -112,6 +126,8 @@ def load_from_args(args: argparse.Namespace, **options: Any) -> AnyRecognizer:
         num_threads=args.num_threads,
         precision=args.precision,
         decoding=decoding_config(args),
+        language=args.language,
+        task=args.task,
         **options,
     )
     check_model(recognizer)

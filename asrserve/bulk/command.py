@@ -177,6 +177,8 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         endpointing=args.endpointing,
         max_streams=args.batch,
         isolate_batches=args.isolate_batches,
+        language=args.language,
+        task=args.task,
     )
     if args.engine == "ray":
         from asrserve.bulk.engines.ray_engine import RayEngine, import_ray

@@ -45,6 +45,10 @@ class ModelSpec:
     """Tasks a worker decodes together (a rolling batch of streams)."""
     isolate_batches: bool = False
     """Run a dynamic int8 encoder stream by stream (results independent of batch mates)."""
+    language: str | None = None
+    """Whisper's language (``None``: the model's default)."""
+    task: str | None = None
+    """Whisper's task (``None``: transcribe)."""
 
     def load(self) -> Any:
         import asrserve
@@ -56,6 +60,8 @@ class ModelSpec:
             precision=self.precision,
             decoding=self.decoding,
             endpoint=asrserve.EndpointConfig(enabled=self.endpointing),
+            language=self.language,
+            task=self.task,
         )
         rec.isolate_batches = self.isolate_batches
         return rec

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from asrserve.families.load_options import LoadOptions
+from asrserve.families.load_options import FAMILY_OPTIONS, LoadOptions
 
 __all__ = ["Layout", "LoadOptions", "find_layout", "layouts"]
 
@@ -27,6 +27,9 @@ class Layout:
     load: Callable[[Path, LoadOptions], Any]
     """The recognizer: a :class:`~asrserve.core.recognizer.Recognizer`, or the
     VAD-segmented offline :class:`~asrserve.families.nemo_tdt.TdtRecognizer`."""
+    options: frozenset[str] = frozenset()
+    """The family-specific :class:`LoadOptions` it takes (``language``, ``task``);
+    :func:`asrserve.load_model` refuses the others."""
 
 
 @cache
@@ -46,7 +49,7 @@ def layouts() -> tuple[Layout, ...]:
         Layout("nemo-tdt", nemo_tdt.probe, nemo_tdt.load_recognizer),
         Layout("nemo-sherpa", nemo_sherpa.probe, nemo_sherpa.load_recognizer),
         Layout("nemo-offline", nemo_offline.probe, nemo_offline.load_recognizer),
-        Layout("whisper", whisper.probe, whisper.load_recognizer),
+        Layout("whisper", whisper.probe, whisper.load_recognizer, frozenset(FAMILY_OPTIONS)),
         Layout("transducer", loading.probe, loading.load_recognizer),
     )
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from asrserve.backends.base import BackendOptions
 from asrserve.config import DecodingConfig, EndpointConfig
+from asrserve.errors import ConfigError
+
+FAMILY_OPTIONS = ("language", "task")
+"""Options only some families take (Whisper's ``language`` and ``task``)."""
 
 
 @dataclass(frozen=True)
@@ -20,3 +24,20 @@ class LoadOptions:
     tail_padding_s: float | None = None
     files: Mapping[str, str] | None = None
     """A catalog entry's file roles (``encoder_int8`` ...), when named by it."""
+    language: str | None = None
+    """Whisper: the spoken language's code (``en``, ``de`` …); ``None``: the
+    family's default (detected per segment by multilingual models)."""
+    task: str | None = None
+    """Whisper: ``transcribe``, or ``translate`` into English; ``None``: transcribe."""
+
+    def family_options(self) -> dict[str, str]:
+        """The family-specific options that were given (not ``None``)."""
+        given = {"language": self.language, "task": self.task}
+        return {k: v for k, v in given.items() if v is not None}
+
+    def check_family_options(self, accepted: Collection[str], model: str) -> None:
+        """Refuse family-specific options that ``model``'s family does not take."""
+        refused = [k for k in self.family_options() if k not in accepted]
+        if refused:
+            names = " and ".join(f"{k} (--{k})" for k in refused)
+            raise ConfigError(f"{names}: only Whisper models take this; {model} is not one")

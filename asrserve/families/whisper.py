@@ -79,7 +79,14 @@ log = logging.getLogger("asrserve")
 
 FloatArray = npt.NDArray[np.float32]
 
-__all__ = ["WhisperModel", "WhisperRecognizer", "WhisperTokens", "load_recognizer", "probe"]
+__all__ = [
+    "WhisperModel",
+    "WhisperRecognizer",
+    "WhisperTokens",
+    "load_recognizer",
+    "model_name",
+    "probe",
+]
 
 MAX_FRAMES = 3000
 """The encoder's 30 s window (10 ms frames)."""
@@ -137,6 +144,20 @@ def probe_name(model_dir: Path, name: str) -> bool:
         except (OSError, ValueError):
             continue
     return False
+
+
+def model_name(model_dir: Path) -> str:
+    """The ``{name}`` of the one Whisper model in ``model_dir`` (its files are
+    ``{name}-encoder*.onnx``, ``{name}-decoder*.onnx``, ``{name}-tokens.txt``)."""
+    d = Path(model_dir)
+    names = [n for n in _prefixes(d) if probe_name(d, n)]
+    if len(names) != 1:
+        found = ", ".join(names) or "none"
+        raise ModelLoadError(
+            f"{d}: expected one Whisper model ({{name}}-encoder.onnx, {{name}}-decoder.onnx, "
+            f"{{name}}-tokens.txt); found {found}"
+        )
+    return names[0]
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -421,12 +442,17 @@ class WhisperRecognizer(TdtRecognizer):
         endpoint: EndpointConfig | None = None,
     ) -> None:
         if task not in _TASKS:
-            raise ConfigError(f"task must be one of {_TASKS}, got {task!r}")
-        if language and model.meta.is_multilingual and language not in model.meta.languages:
-            raise ConfigError(
-                f"unknown language {language!r}; the model knows "
-                f"{', '.join(sorted(model.meta.languages))}"
-            )
+            raise ConfigError(f"task must be one of {', '.join(_TASKS)}, got {task!r}")
+        if model.meta.is_multilingual:
+            if language and language not in model.meta.languages:
+                raise ConfigError(
+                    f"unknown language {language!r}; the model knows "
+                    f"{', '.join(sorted(model.meta.languages))}"
+                )
+        elif language not in ("", "en"):
+            raise ConfigError(f"language {language!r}: this Whisper model is English-only")
+        elif task == "translate":
+            raise ConfigError("task 'translate': this Whisper model is English-only")
         self.model = model
         self.tokens = tokens
         self.language = language
@@ -520,14 +546,7 @@ def load_model(
     framing: Framing = "sherpa",
 ) -> tuple[WhisperModel, WhisperTokens]:
     d = Path(model_dir)
-    names = [n for n in _prefixes(d) if probe_name(d, n)]
-    if len(names) != 1:
-        found = ", ".join(names) or "none"
-        raise ModelLoadError(
-            f"{d}: expected one Whisper model ({{name}}-encoder.onnx, {{name}}-decoder.onnx, "
-            f"{{name}}-tokens.txt); found {found}"
-        )
-    name = names[0]
+    name = model_name(d)
     if precision in ("int8-dynamic", "int8-static"):
         precision = "int8"
     if precision not in ("auto", "int8", "fp16", "fp32"):
@@ -548,8 +567,8 @@ def load_recognizer(
     model_dir: Path,
     options: LoadOptions,
     *,
-    language: str = "",
-    task: str = "transcribe",
+    language: str | None = None,
+    task: str | None = None,
     framing: Framing = "sherpa",
     vad: VadConfig | None = None,
 ) -> WhisperRecognizer:
@@ -557,9 +576,15 @@ def load_recognizer(
 
     ``language``: a code (``en``, ``de`` …) for multilingual models, ``""`` to
     detect it per segment; ``task``: ``transcribe`` or ``translate`` (to English);
+    both default to ``options.language``/``options.task`` (``asrserve
+    --language/--task``), else detection and ``transcribe``;
     ``framing``: the feature framing (``sherpa``, or ``openai`` with 30 s
     windows as OpenAI and faster-whisper compute them); ``vad``: segmentation
     options (default :data:`WHISPER_VAD`; segments are cut at 29 s at most)."""
+    if language is None:
+        language = options.language or ""
+    if task is None:
+        task = options.task or "transcribe"
     d = Path(model_dir)
     model, tokens = load_model(d, options.precision, options.backend, framing=framing)
     vad_cfg = (vad or WHISPER_VAD).validate()
