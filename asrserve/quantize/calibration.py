@@ -3,9 +3,12 @@
 The fp32 model decodes every calibration file through the normal streaming
 path (one stream at a time, greedy search), so encoder feeds carry warm
 caches and joiner feeds pair real encoder frames with the decoder outputs
-of the tokens greedy search actually emitted. A graph's session is wrapped
-while decoding and keeps copies of its feeds (a bounded, evenly spread
-sample when there are more than ``max_feeds``).
+of the tokens greedy search actually emitted. For Whisper the same path cuts
+the audio into VAD segments: encoder feeds are the segments' log-mel windows,
+decoder feeds the prompt and every greedy step (tokens, self-attention
+caches, cross-attention keys and values, offset). A graph's session is
+wrapped while decoding and keeps its feeds (a bounded, evenly spread sample
+when there are more than ``max_feeds``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.config import DecodingConfig
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.errors import ConfigError
 
 Feed = dict[str, npt.NDArray[np.generic]]
-ROLES = ("encoder", "decoder", "joiner")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
@@ -62,14 +64,19 @@ class _Reservoir:
 
 
 class RecordingSession:
-    """A session proxy that copies every feed into a reservoir."""
+    """A session proxy that keeps every feed in a reservoir: copies, or (``copy=False``,
+    for callers that never change an array after feeding it) the arrays themselves,
+    so that feeds sharing an array (Whisper's cross-attention keys and values over
+    a segment's steps) share its memory."""
 
-    def __init__(self, inner: Any, store: _Reservoir) -> None:
+    def __init__(self, inner: Any, store: _Reservoir, copy: bool = True) -> None:
         self._inner = inner
         self._store = store
+        self._copy = copy
 
     def run(self, feeds: Mapping[str, npt.NDArray[np.generic]], *args: Any, **kw: Any) -> Any:
-        self._store.add({k: np.array(v, copy=True) for k, v in feeds.items()})
+        keep = np.array if self._copy else np.asarray
+        self._store.add({k: keep(v) for k, v in feeds.items()})
         return self._inner.run(feeds, *args, **kw)
 
     def __getattr__(self, name: str) -> Any:
@@ -80,7 +87,8 @@ class RecordingSession:
 class CalibrationSet:
     """Recorded feeds per graph role, in the graph's own input names."""
 
-    feeds: dict[str, list[Feed]] = field(default_factory=lambda: {r: [] for r in ROLES})
+    feeds: dict[str, list[Feed]] = field(default_factory=dict)
+    """Role (``encoder``, ``decoder``, ``joiner``) → feeds."""
     seconds: float = 0.0
     files: int = 0
 
@@ -89,24 +97,29 @@ class CalibrationSet:
 
 
 def record_feeds(
-    recognizer: Recognizer,
+    recognizer: AnyRecognizer,
     audio: Sequence[Path],
     *,
-    max_feeds: int = 512,
+    max_feeds: int | Mapping[str, int] = 512,
     progress: bool = False,
     seed: int = 0,
+    copy: bool = True,
 ) -> CalibrationSet:
-    """Decode ``audio`` with ``recognizer``'s fp32 model and keep what each graph saw."""
+    """Decode ``audio`` with ``recognizer``'s fp32 model and keep what each graph
+    (each role of ``model.graphs()``) saw: at most ``max_feeds`` feeds per graph
+    (a mapping: per role); ``copy``: see :class:`RecordingSession`."""
     if not audio:
         raise ConfigError("calibration needs at least one audio file (--calib)")
     model = recognizer.model
-    stores = {r: _Reservoir(max_feeds, seed + i) for i, r in enumerate(ROLES)}
-    originals = {r: getattr(model, r) for r in ROLES}
+    roles = list(model.graphs())
+    limits = {r: max_feeds if isinstance(max_feeds, int) else max_feeds[r] for r in roles}
+    stores = {r: _Reservoir(limits[r], seed + i) for i, r in enumerate(roles)}
+    originals = {r: getattr(model, r) for r in roles}
     out = CalibrationSet()
     rate = recognizer.feature_config.sample_rate
     try:
-        for r in ROLES:
-            setattr(model, r, RecordingSession(originals[r], stores[r]))
+        for r in roles:
+            setattr(model, r, RecordingSession(originals[r], stores[r], copy))
         for path in _progress(audio, progress, "calibrating"):
             from asrserve.audio import load_audio
 
@@ -119,9 +132,9 @@ def record_feeds(
             out.seconds += samples.size / rate
             out.files += 1
     finally:
-        for r in ROLES:
+        for r in roles:
             setattr(model, r, originals[r])
-    for r in ROLES:
+    for r in roles:
         out.feeds[r] = stores[r].items
     if not out.feeds["encoder"]:
         raise ConfigError(

@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="convert an fp32 model to fp16 or int8 and report what it cost",
         description=(
             "Convert the fp32 model in MODEL_DIR and measure the result against it "
-            "(sizes, output cosine, WER, decode speed). ONNX: every mode; ncnn: int8-static. "
+            "(sizes, output cosine, WER, decode speed). Streaming transducers (ONNX: every "
+            "mode; ncnn: int8-static) and Whisper in sherpa-onnx's layout (encoder and decoder, "
+            "written as NAME-encoder.int8.onnx / .fp16.onnx ...; WER on plain words). "
             f"Exit status {EXIT_GATE_FAILED} when --max-wer-increase is exceeded "
             "(the model is then written to OUT/rejected)."
         ),
@@ -63,9 +65,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--method",
-        default="minmax",
+        default=None,
         choices=CALIBRATION_METHODS,
-        help="how calibration turns activation ranges into scales",
+        help="how calibration turns activation ranges into scales (default: minmax; "
+        "Whisper: percentile for the encoder, minmax for the decoder)",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
     chan = p.add_mutually_exclusive_group()
@@ -87,13 +90,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="MatMul,Gemm",
         help=f"ONNX ops to quantize, comma-separated, from {','.join(QUANTIZABLE_OPS)}",
     )
-    p.add_argument("--include-decoder", action="store_true", help="quantize the decoder too")
+    p.add_argument(
+        "--include-decoder",
+        action="store_true",
+        help="transducers: quantize the decoder too (Whisper's decoder always is)",
+    )
     p.add_argument(
         "--keep-front-end",
         action="store_true",
-        help="quantize the convolutional subsampling front-end too (excluded by default)",
+        help="quantize the convolutional subsampling front-end too (excluded by default; "
+        "Whisper: the encoder's two convolutions)",
     )
-    p.add_argument("--max-calib-feeds", type=int, default=512, help="feeds kept per graph")
+    p.add_argument(
+        "--max-calib-feeds",
+        type=int,
+        default=None,
+        help="feeds kept per graph (default: 512; Whisper: 32 encoder windows, "
+        "64 decoder steps, as a decoder step's feed holds its caches)",
+    )
     p.add_argument(
         "--num-threads", type=int, default=1, help="inference threads for calibration and eval"
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +12,28 @@ import numpy as np
 
 from asrserve.audio import load_audio
 from asrserve.config import DecodingConfig
-from asrserve.core.recognizer import Recognizer
+from asrserve.core.interfaces import AnyRecognizer
 from asrserve.errors import ConfigError
-from asrserve.quantize.calibration import AUDIO_SUFFIXES, ROLES, Feed
+from asrserve.quantize.calibration import AUDIO_SUFFIXES, Feed
 from asrserve.scoring import wer
+
+_NUMBERS = (
+    *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
+    *("eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen"),
+    *("eighteen", "nineteen", "twenty"),
+)
+
+
+def plain_words(text: str) -> str:
+    """English text as plain words, to score a punctuating model (Whisper)
+    against plain references: lower case, hyphens split words, punctuation but
+    apostrophes dropped, numbers up to twenty spelled out, "mr" is "mister"."""
+    t = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " "))
+    out = []
+    for w in t.split():
+        word = _NUMBERS[int(w)] if w.isdigit() and int(w) <= 20 else w
+        out.append("mister" if word == "mr" else word)
+    return " ".join(out)
 
 
 @dataclass(frozen=True)
@@ -49,7 +68,7 @@ def read_eval_list(path: Path) -> list[EvalItem]:
     return items
 
 
-def transcribe_all(recognizer: Recognizer, audio: Sequence[Path]) -> tuple[list[str], float]:
+def transcribe_all(recognizer: AnyRecognizer, audio: Sequence[Path]) -> tuple[list[str], float]:
     """Greedy transcripts of ``audio`` and the seconds spent decoding (audio
     loading excluded)."""
     rate = recognizer.feature_config.sample_rate
@@ -67,15 +86,15 @@ def transcribe_all(recognizer: Recognizer, audio: Sequence[Path]) -> tuple[list[
 
 
 def output_cosine(
-    reference: Recognizer, candidate: Recognizer, feeds: dict[str, list[Feed]]
+    reference: AnyRecognizer, candidate: AnyRecognizer, feeds: dict[str, list[Feed]]
 ) -> dict[str, dict[str, float]]:
     """Per graph: mean and min cosine similarity of the first output, the
     candidate's against the reference's, over the same recorded feeds."""
     result: dict[str, dict[str, float]] = {}
-    for role in ROLES:
+    ref_graphs, cand_graphs = reference.model.graphs(), candidate.model.graphs()
+    for role in ref_graphs:
         sims = []
-        ref_session = getattr(reference.model, role)
-        cand_session = getattr(candidate.model, role)
+        ref_session, cand_session = ref_graphs[role], cand_graphs[role]
         first = [ref_session.outputs[0].name]
         for feed in feeds.get(role, []):
             a = np.asarray(ref_session.run(feed, first)[0], dtype=np.float64).ravel()
@@ -111,9 +130,15 @@ class Comparison:
 
 
 def compare(
-    reference: Recognizer, candidate: Recognizer, items: Sequence[EvalItem], repeats: int = 2
+    reference: AnyRecognizer,
+    candidate: AnyRecognizer,
+    items: Sequence[EvalItem],
+    repeats: int = 2,
+    normalize: Callable[[str], str] | None = None,
 ) -> Comparison:
-    """Decode ``items`` with both models, alternating runs, best time of ``repeats``."""
+    """Decode ``items`` with both models, alternating runs, best time of
+    ``repeats``; ``normalize`` maps texts (references and transcripts) before
+    scoring (e.g. :func:`plain_words`)."""
     audio = [i.audio for i in items]
     best = {"ref": float("inf"), "cand": float("inf")}
     hyps: dict[str, list[str]] = {}
@@ -124,6 +149,9 @@ def compare(
     texts = [i.text for i in items]
     has_refs = all(t is not None for t in texts)
     refs = [t or "" for t in texts]
+    if normalize is not None:
+        refs = [normalize(t) for t in refs]
+        hyps = {k: [normalize(t) for t in v] for k, v in hyps.items()}
     return Comparison(
         files=len(items),
         wer_reference=wer(refs, hyps["ref"]) if has_refs else None,

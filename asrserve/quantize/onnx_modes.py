@@ -101,12 +101,17 @@ def front_end_nodes(model: Any) -> list[str]:
     return []
 
 
-def excluded_nodes(model: Any, patterns: Sequence[str], *, front_end: bool) -> list[str]:
-    """Node names matching any fnmatch ``patterns``, plus the front-end if asked."""
+def excluded_nodes(
+    model: Any, patterns: Sequence[str], *, front_end: bool, keep_float: Sequence[str] = ()
+) -> list[str]:
+    """Node names matching any fnmatch ``patterns``, plus the front-end if asked,
+    plus the nodes named in ``keep_float`` (exact names)."""
     names = [n.name for n in model.graph.node]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     if front_end:
         chosen += [n for n in front_end_nodes(model) if n not in chosen]
+    present = set(names)
+    chosen += [n for n in keep_float if n in present and n not in chosen]
     return chosen
 
 
@@ -137,20 +142,24 @@ def to_fp16(src: Path, dst: Path, *, exclude: Sequence[str] = ()) -> list[str]:
 
 
 def int8_dynamic(
-    src: Path,
+    src: Path | Any,
     dst: Path,
     *,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     per_channel: bool = False,
     exclude: Sequence[str] = (),
+    keep_float: Sequence[str] = (),
+    name: str = "",
 ) -> list[str]:
-    """int8 weights, activations quantized at run time. Returns excluded nodes."""
+    """int8 weights, activations quantized at run time (one scale per tensor
+    and run). ``src``: a path or an already loaded fp32 model; ``exclude``:
+    fnmatch patterns, ``keep_float``: exact node names. Returns excluded nodes."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = load_fp32(src)
+    model = load_fp32(src) if isinstance(src, Path) else src
     ops = check_op_types(op_types)
-    skip = excluded_nodes(model, exclude, front_end=False)
-    _require_targets(model, src, ops, skip)
+    skip = excluded_nodes(model, exclude, front_end=False, keep_float=keep_float)
+    _require_targets(model, Path(name or str(src)), ops, skip)
     with _quiet():
         quantize_dynamic(
             model,
@@ -164,15 +173,26 @@ def int8_dynamic(
 
 
 class _FeedReader:
-    """onnxruntime's calibration data reader over recorded feeds."""
+    """onnxruntime's calibration data reader over recorded feeds (each read
+    once; ``set_range`` serves onnxruntime's strided calibration)."""
 
     def __init__(self, feeds: Sequence[Feed], names: set[str], progress: Any = None) -> None:
-        self._it: Iterator[Feed] = iter([{k: v for k, v in f.items() if k in names} for f in feeds])
+        self._feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+        self._next, self._end = 0, len(self._feeds)
         self._progress = progress
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, min(end_index, len(self._feeds))
+
     def get_next(self) -> Feed | None:
-        item = next(self._it, None)
-        if item is not None and self._progress is not None:
+        if self._next >= self._end:
+            return None
+        item = self._feeds[self._next]
+        self._next += 1
+        if self._progress is not None:
             self._progress.update(1)
         return item
 
@@ -189,13 +209,15 @@ def int8_static(
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     per_channel: bool = True,
     exclude: Sequence[str] = (),
+    keep_float: Sequence[str] = (),
     exclude_front_end: bool = True,
     progress: bool = False,
     name: str = "",
 ) -> list[str]:
     """QDQ int8: activation ranges from ``feeds`` (recorded while streaming),
     weights int8 (per output channel by default). ``src`` is a path or an
-    already loaded fp32 model. Returns the nodes left in float."""
+    already loaded fp32 model; ``exclude``: fnmatch patterns, ``keep_float``:
+    exact node names. Returns the nodes left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -207,7 +229,7 @@ def int8_static(
         raise ConfigError(f"{name or src}: the calibration set is empty")
     model = load_fp32(src) if isinstance(src, Path) else src
     ops = check_op_types(op_types)
-    skip = excluded_nodes(model, exclude, front_end=exclude_front_end)
+    skip = excluded_nodes(model, exclude, front_end=exclude_front_end, keep_float=keep_float)
     _require_targets(model, Path(name or str(src)), ops, skip)
     inputs = {i.name for i in model.graph.input}
     calib_method = {
@@ -235,7 +257,12 @@ def int8_static(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=skip,
                 calibrate_method=calib_method,
-                extra_options={"QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+                extra_options={
+                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                    # histograms feed by feed: bounded memory, and feeds of
+                    # different shapes (Whisper's windows) are fine
+                    **({"CalibStridedMinMax": 1} if method != "minmax" else {}),
+                },
             )
     finally:
         if bar is not None:

@@ -3,6 +3,11 @@
 The converted model is written to a temporary folder beside ``out``, measured
 against the fp32 model it came from, then moved to ``out`` — or, when the
 WER gate fails, to ``out/rejected`` (so nothing loadable sits at ``out``).
+
+Streaming transducers (ONNX, ncnn) and Whisper (sherpa-onnx's layout) are
+converted; :mod:`asrserve.quantize.graphs` names the files. Whisper's encoder
+and decoder are both converted; its WER is scored on plain words
+(:func:`~asrserve.quantize.evaluation.plain_words`), as it punctuates.
 """
 
 from __future__ import annotations
@@ -18,20 +23,33 @@ from typing import Any
 from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.recognizer import Recognizer
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.families.files import ModelFiles, find_model_files
 from asrserve.quantize.calibration import CalibrationSet, audio_files, record_feeds
 from asrserve.quantize.evaluation import (
     Comparison,
     EvalItem,
     compare,
     output_cosine,
+    plain_words,
     read_eval_list,
 )
+from asrserve.quantize.graphs import GraphSet, find_graphs
 
 MODES = ("fp16", "int8-dynamic", "int8-static", "int8-smoothquant")
 NCNN_MODES = ("int8-static",)
 REPORT_NAME = "quantize-report.json"
-_ROLES = ("encoder", "decoder", "joiner")
+MAX_FEEDS = 512
+"""Calibration feeds kept per graph (transducers)."""
+WHISPER_MAX_FEEDS = {"encoder": 32, "decoder": 64}
+"""Whisper's: a decoder feed holds the self-attention caches and shares its
+segment's cross-attention keys and values (tiny.en: 5.5 MB + up to 18 MB)."""
+WHISPER_METHODS = {"encoder": "percentile", "decoder": "minmax"}
+"""Whisper's calibration methods (tiny.en, output cosine on held-out clips:
+encoder 0.996 percentile vs 0.970 minmax, decoder 0.998 minmax vs 0.997)."""
+_PROBE_FEEDS: dict[str, int | dict[str, int]] = {
+    "transducer": 256,
+    "whisper": {"encoder": 8, "decoder": 32},
+}
+"""Feeds per graph the report's output cosine is measured on."""
 
 
 @dataclass
@@ -42,14 +60,18 @@ class QuantizeOptions:
     eval_list: Path | None = None
     max_wer_increase: float | None = None
     exclude: list[str] = field(default_factory=list)
-    method: str = "minmax"
+    method: str | None = None
+    """Calibration method (``None``: ``minmax``; Whisper: ``percentile`` for the
+    encoder, ``minmax`` for the decoder, see :data:`WHISPER_METHODS`)."""
     per_channel: bool | None = None
     """Per-output-channel weight scales; default: on for static modes, off for dynamic."""
     alpha: float = 0.5
     op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm"])
     include_decoder: bool = False
     exclude_front_end: bool = True
-    max_feeds: int = 512
+    max_feeds: int | None = None
+    """Calibration feeds kept per graph (``None``: :data:`MAX_FEEDS`, for
+    Whisper :data:`WHISPER_MAX_FEEDS`)."""
     num_threads: int = 1
     overwrite: bool = False
     progress: bool = False
@@ -57,7 +79,7 @@ class QuantizeOptions:
     def validate(self) -> QuantizeOptions:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        if self.max_feeds < 1:
+        if self.max_feeds is not None and self.max_feeds < 1:
             raise ConfigError("--max-calib-feeds must be at least 1")
         return self
 
@@ -85,65 +107,85 @@ def _split_audio(
     return calib[:-held], [EvalItem(p, None) for p in calib[-held:]]
 
 
-def _copy_side_files(files: ModelFiles, dst: Path) -> None:
-    for extra in (files.tokens, files.bpe_model):
-        if extra is not None:
-            shutil.copy2(extra, dst / extra.name)
+def _keep_float(graphs: GraphSet, model: Any, opts: QuantizeOptions) -> list[str]:
+    """Nodes a family keeps in float beyond ``--exclude`` (exact names).
+
+    Whisper: every MatMul without a constant second input: the attention
+    products (activation by activation; static int8 of them cost the encoder's
+    output most of its fidelity, and dynamic int8 leaves them float anyway) and
+    the logits (``embedding @ x.T``: the embedding also feeds the token Gather,
+    and a per-tensor int8 copy of it would serve both), and, unless
+    ``--keep-front-end``, the encoder's convolutions."""
+    if graphs.kind != "whisper":
+        return []
+    consts = {t.name for t in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in consts]
+    if opts.exclude_front_end:
+        keep += [n.name for n in model.graph.node if n.op_type == "Conv"]
+    return keep
 
 
 def _convert_onnx(
-    files: ModelFiles, work: Path, opts: QuantizeOptions, calib: CalibrationSet | None
+    graphs: GraphSet, work: Path, opts: QuantizeOptions, calib: CalibrationSet | None
 ) -> dict[str, Any]:
     from asrserve.quantize import onnx_modes
     from asrserve.quantize.smoothquant import smooth_model
 
     details: dict[str, Any] = {"excluded": {}, "smoothquant": {}}
     suffix = ".fp16.onnx" if opts.mode == "fp16" else ".int8.onnx"
-    for role in _ROLES:
-        src: Path = getattr(files, role)
-        if role == "decoder" and opts.mode != "fp16" and not opts.include_decoder:
-            shutil.copy2(src, work / "decoder.onnx")  # small, and sensitive: kept fp32
+    whisper = graphs.kind == "whisper"
+    for role, src in graphs.paths.items():
+        if role == "decoder" and not whisper and opts.mode != "fp16" and not opts.include_decoder:
+            # small, and sensitive: kept fp32
+            shutil.copy2(src, work / graphs.output_name(role, ".onnx"))
             continue
-        dst = work / f"{role}{suffix}"
+        dst = work / graphs.output_name(role, suffix)
         if opts.mode == "fp16":
             details["excluded"][role] = onnx_modes.to_fp16(src, dst, exclude=opts.exclude)
-        elif opts.mode == "int8-dynamic":
+            continue
+        model: Any = onnx_modes.load_fp32(src)
+        keep = _keep_float(graphs, model, opts)
+        if opts.mode == "int8-dynamic":
             details["excluded"][role] = onnx_modes.int8_dynamic(
-                src,
+                model,
                 dst,
                 op_types=opts.op_types,
                 per_channel=bool(opts.per_channel),
                 exclude=opts.exclude,
-            )
-        else:
-            assert calib is not None
-            model: Any = onnx_modes.load_fp32(src)
-            feeds = calib.feeds[role]
-            if opts.mode == "int8-smoothquant":
-                model, summary = smooth_model(model, feeds, alpha=opts.alpha)
-                details["smoothquant"][role] = asdict(summary)
-            details["excluded"][role] = onnx_modes.int8_static(
-                model,
-                dst,
-                feeds,
-                method=opts.method,
-                op_types=opts.op_types,
-                per_channel=opts.per_channel is not False,
-                exclude=opts.exclude,
-                exclude_front_end=opts.exclude_front_end,
-                progress=opts.progress,
+                keep_float=keep,
                 name=src.name,
             )
+            continue
+        assert calib is not None
+        feeds = calib.feeds[role]
+        if opts.mode == "int8-smoothquant":
+            # Whisper: nodes kept float are left unsmoothed (no Mul in front of them)
+            model, summary = smooth_model(model, feeds, alpha=opts.alpha, exclude=keep)
+            details["smoothquant"][role] = asdict(summary)
+        details["excluded"][role] = onnx_modes.int8_static(
+            model,
+            dst,
+            feeds,
+            method=_method(graphs, role, opts),
+            op_types=opts.op_types,
+            per_channel=opts.per_channel is not False,
+            exclude=opts.exclude,
+            keep_float=keep,
+            exclude_front_end=opts.exclude_front_end and not whisper,
+            progress=opts.progress,
+            name=src.name,
+        )
     return details
 
 
 def _convert_ncnn(
-    files: ModelFiles, work: Path, opts: QuantizeOptions, calib: CalibrationSet
+    graphs: GraphSet, work: Path, opts: QuantizeOptions, calib: CalibrationSet
 ) -> dict[str, Any]:
     from asrserve.quantize.ncnn_int8 import quantize_ncnn_int8
 
     summary = quantize_ncnn_int8(
-        files.encoder.parent, work, calib, exclude=opts.exclude, progress=opts.progress
+        graphs.model_dir, work, calib, exclude=opts.exclude, progress=opts.progress
     )
     return {
         "excluded": {role: net.kept_float for role, net in summary.nets.items()},
@@ -154,14 +196,16 @@ def _convert_ncnn(
     }
 
 
-def _graph_sizes(files: ModelFiles) -> dict[str, int]:
-    sizes = {}
-    for role in _ROLES:
-        path: Path = getattr(files, role)
-        sizes[role] = path.stat().st_size
-        if files.backend == "ncnn":
-            sizes[role] += path.with_suffix(".bin").stat().st_size
-    return sizes
+def _method(graphs: GraphSet, role: str, opts: QuantizeOptions) -> str:
+    if opts.method is not None:
+        return opts.method
+    return WHISPER_METHODS.get(role, "minmax") if graphs.kind == "whisper" else "minmax"
+
+
+def _feed_limit(graphs: GraphSet, opts: QuantizeOptions) -> int | dict[str, int]:
+    if opts.max_feeds is not None:
+        return opts.max_feeds
+    return dict(WHISPER_MAX_FEEDS) if graphs.kind == "whisper" else MAX_FEEDS
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -178,8 +222,8 @@ def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> Quan
 
     opts = options.validate()
     _prepare_out(out, opts.overwrite)
-    files = find_model_files(model_dir, "fp32")
-    ncnn = files.backend == "ncnn"
+    graphs = find_graphs(model_dir, "fp32")
+    ncnn = graphs.backend == "ncnn"
     if ncnn and opts.mode not in NCNN_MODES:
         raise ConfigError(
             f"{model_dir}: an ncnn model; ncnn quantization is --to int8-static "
@@ -193,24 +237,31 @@ def quantize_model(model_dir: Path, out: Path, options: QuantizeOptions) -> Quan
     if needs_calib and not calib_audio:
         raise ConfigError(f"--to {opts.mode} needs calibration audio (--calib FILE_OR_DIR ...)")
 
-    reference = _transducer(
+    reference = _checked(
         asrserve.load_model(model_dir, precision="fp32", num_threads=opts.num_threads), model_dir
     )
     calib = (
-        record_feeds(reference, calib_audio, max_feeds=opts.max_feeds, progress=opts.progress)
+        record_feeds(
+            reference,
+            calib_audio,
+            max_feeds=_feed_limit(graphs, opts),
+            progress=opts.progress,
+            copy=graphs.kind != "whisper",  # Whisper's feeds are never changed after a run
+        )
         if needs_calib
         else None
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     work = _work_dir(out)
     try:
-        _copy_side_files(files, work)
+        for side in graphs.side_files:
+            shutil.copy2(side, work / side.name)
         if ncnn:
             assert calib is not None
-            details = _convert_ncnn(files, work, opts, calib)
+            details = _convert_ncnn(graphs, work, opts, calib)
         else:
-            details = _convert_onnx(files, work, opts, calib)
-        report = _measure(reference, files, work, opts, held_out, details)
+            details = _convert_onnx(graphs, work, opts, calib)
+        report = _measure(reference, graphs, work, opts, held_out, details)
         report["calibration"] = (
             {
                 "files": calib.files,
@@ -261,8 +312,8 @@ def _work_dir(out: Path) -> Path:
 
 
 def _measure(
-    reference: Any,
-    files: ModelFiles,
+    reference: AnyRecognizer,
+    graphs: GraphSet,
     work: Path,
     opts: QuantizeOptions,
     held_out: Sequence[EvalItem],
@@ -271,32 +322,47 @@ def _measure(
     import asrserve
 
     try:
-        candidate = _transducer(asrserve.load_model(work, num_threads=opts.num_threads), work)
+        candidate = _checked(asrserve.load_model(work, num_threads=opts.num_threads), work)
     except ModelLoadError as exc:
         raise ModelLoadError(f"the converted model does not load: {exc}") from exc
-    new_files = find_model_files(work)
-    before, after = _graph_sizes(files), _graph_sizes(new_files)
+    new = find_graphs(work)
+    roles = graphs.roles
     report: dict[str, Any] = {
         "mode": opts.mode,
-        "source": str(files.encoder.parent),
-        "backend": files.backend,
+        "kind": graphs.kind,
+        "source": str(graphs.model_dir),
+        "backend": graphs.backend,
         "options": {
-            "method": opts.method if opts.mode in ("int8-static", "int8-smoothquant") else None,
+            "method": (
+                {r: _method(graphs, r, opts) for r in graphs.roles}
+                if opts.mode in ("int8-static", "int8-smoothquant")
+                else None
+            ),
             "per_channel": opts.per_channel,
             "alpha": opts.alpha if opts.mode == "int8-smoothquant" else None,
             "op_types": opts.op_types,
             "exclude": opts.exclude,
         },
-        "files": {r: getattr(new_files, r).name for r in _ROLES},
-        "sizes": {r: {"source": before[r], "converted": after[r]} for r in _ROLES},
+        "files": {r: new.paths[r].name for r in roles},
+        "sizes": {r: {"source": graphs.size(r), "converted": new.size(r)} for r in roles},
         **details,
     }
     if not held_out:
         report["cosine"], report["eval"] = None, None
         return report
-    probe = record_feeds(reference, [i.audio for i in held_out], max_feeds=256, seed=1)
+    whisper = graphs.kind == "whisper"
+    probe = record_feeds(
+        reference,
+        [i.audio for i in held_out],
+        max_feeds=_PROBE_FEEDS[graphs.kind],
+        seed=1,
+        copy=not whisper,
+    )
     report["cosine"] = output_cosine(reference, candidate, probe.feeds)
-    result: Comparison = compare(reference, candidate, held_out)
+    del probe
+    result: Comparison = compare(
+        reference, candidate, held_out, normalize=plain_words if whisper else None
+    )
     report["eval"] = {
         **asdict(result),
         "wer_increase": result.wer_increase,
@@ -308,6 +374,7 @@ def _measure(
 def format_report(report: dict[str, Any]) -> str:
     """The printed table."""
     lines = [f"asrserve quantize --to {report['mode']}: {report['output']}"]
+    roles = list(report["files"])
     width = max(len(name) for name in report["files"].values())
     lines.append(
         f"{'graph':<8} {'file':<{width}} {'src MB':>8} {'new MB':>8} {'ratio':>6}  "
@@ -315,7 +382,7 @@ def format_report(report: dict[str, Any]) -> str:
     )
     cos = report.get("cosine") or {}
     total_before = total_after = 0
-    for role in _ROLES:
+    for role in roles:
         size = report["sizes"][role]
         total_before += size["source"]
         total_after += size["converted"]
@@ -353,11 +420,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _transducer(recognizer: AnyRecognizer, model_dir: Path) -> Recognizer:
-    """The streaming transducer recognizer calibration and evaluation drive."""
-    if not isinstance(recognizer, Recognizer):
+def _checked(recognizer: AnyRecognizer, model_dir: Path) -> AnyRecognizer:
+    """The recognizer calibration and evaluation drive: a streaming transducer's
+    or Whisper's."""
+    from asrserve.families.whisper import WhisperRecognizer
+
+    if not isinstance(recognizer, Recognizer | WhisperRecognizer):
         raise ModelLoadError(
-            f"{model_dir}: quantize works on streaming transducer models; "
+            f"{model_dir}: quantize works on streaming transducer and Whisper models; "
             f"{recognizer.model.family} is not one"
         )
     return recognizer

@@ -1,10 +1,22 @@
-"""Quantization fixtures: a calibration/evaluation split of the trained tiny LSTM's wavs."""
+"""Quantization fixtures: a calibration/evaluation split of the trained tiny LSTM's
+wavs, and the Whisper weights and clips (tests/whisper_models.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from tests.whisper_models import jfk_clip, speech_clips, whisper_tiny_ct2, whisper_tiny_en
+
+__all__ = [
+    "calib_wavs",
+    "eval_list",
+    "jfk_clip",
+    "speech_clips",
+    "whisper_tiny_ct2",
+    "whisper_tiny_en",
+]
 
 
 @pytest.fixture(scope="session")
