@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "convert",
         help="convert a foreign checkpoint into a model directory asrserve serves",
         description="Convert a model from another runtime's format into ONNX files asrserve "
-        "(and sherpa-onnx) load. Needs the 'onnx' package (pip install 'asrserve[quantize]').",
+        "(and sherpa-onnx) load. Needs the 'onnx' package (pip install 'asrserve[convert]').",
     )
     kinds = p.add_subparsers(dest="convert_kind", required=True, metavar="KIND")
     w = kinds.add_parser(
