@@ -3,10 +3,10 @@
 Starts asrserve's server and sherpa-onnx's C++ server in turn, on the same model
 files and thread layout as ``bench_server.py``, and measures each one's VmRSS:
 
-- **per idle stream**: after a warm-up (``--warm`` short streams),
+- **per idle stream**: after a warm-up (``--warm`` streams with the same audio),
   ``--streams`` connections each send ``--idle-audio-s`` of audio in 100 ms
-  frames (so the server has created the stream and decoded its first
-  chunks) and then stay open, idle;
+  frames at real-time pace (so the server has created the stream and decoded
+  its first chunks, as a live client would have it) and then stay open, idle;
   (RSS with them open - RSS before) / ``--streams``. Compared with the model's
   encoder state per stream (``init_state()``: what any server must keep).
 - **churn**: ``--churn`` more streams (0.5 s of audio unpaced, ``Done``, read
@@ -51,12 +51,16 @@ def rss_kib(pid: int) -> int:
 
 
 async def _open_idle(uri: str, n: int, frames: list[bytes]) -> list[Any]:
-    """``n`` connections that each sent ``frames`` (and read nothing yet)."""
+    """``n`` connections that each sent ``frames`` at real-time pace (and read
+    nothing yet)."""
     from websockets.asyncio.client import connect
 
     async def one() -> Any:
         ws = await connect(uri, compression=None, max_size=None, ping_interval=None)
-        for frame in frames:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for k, frame in enumerate(frames):
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * bs.FRAME_S - loop.time()))
             await ws.send(frame)
         return ws
 
@@ -122,7 +126,13 @@ def measure(server: bs.Server, args: argparse.Namespace, audio: np.ndarray) -> d
     frames = [idle[i : i + step].tobytes() for i in range(0, idle.size, step)]
     short = audio[: bs.SAMPLE_RATE // 2].astype("<f4").tobytes()
     out: dict[str, Any] = {"rss_start_kib": rss_kib(pid)}
-    asyncio.run(_churn(server.uri, args.warm, args.wave, short))
+
+    async def warm_up() -> None:
+        # the idle streams' own audio first: what it leaves in shared caches
+        # (asrserve's decoder-output cache) is not a cost per stream
+        await _finish(await _open_idle(server.uri, args.warm, frames))
+
+    asyncio.run(warm_up())
     base = settle(pid)
     socks: list[Any] = []
 
@@ -181,8 +191,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warm",
         type=int,
         default=2,
-        help="short streams before the baseline (few: a wave of them leaves freed memory "
-        "that the idle streams would reuse, hiding what a stream costs)",
+        help="streams sending the idle streams' audio before the baseline (few: a wave of "
+        "them leaves freed memory that the idle streams would reuse, hiding their cost)",
     )
     p.add_argument("--churn", type=int, default=1000, help="short streams after the idle phase")
     p.add_argument("--wave", type=int, default=50, help="churn streams at a time")

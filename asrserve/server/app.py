@@ -73,7 +73,13 @@ from asrserve.server.protocol import (
     session_cost,
 )
 from asrserve.server.realtime import RealtimeSession, opening_shape
-from asrserve.server.scheduler import Outcome, Outcomes, Scheduler, StreamSlot
+from asrserve.server.scheduler import (
+    Outcome,
+    Outcomes,
+    Scheduler,
+    StreamSlot,
+    fewer_malloc_arenas,
+)
 from asrserve.server.web import WEB_FILES, web_file
 
 log = logging.getLogger("asrserve.server")
@@ -366,6 +372,7 @@ class AsrServer:
             endpoint=recognizer.endpoint,
         )
         self.metrics = Metrics()
+        fewer_malloc_arenas()  # before any thread of ours allocates
         self.scheduler = Scheduler(
             recognizer,
             self.config.max_batch_size,
@@ -896,8 +903,10 @@ class AsrServer:
             cmds = conn.session.receive(frame)
             if any(isinstance(cmd, Start) for cmd in cmds):
                 cmds = await self._admit(conn, cmds)
-            for cmd in cmds:
-                await self._apply(conn, cmd)
+            await self._apply_all(conn, cmds)
+            # else an idle stream would keep its last frame alive twice (bytes
+            # and samples) while this waits for the next one
+            frame, cmds = b"", []
             if conn.dropped:  # cut for not reading: take nothing more from it
                 return
             slot = conn.slot
@@ -969,6 +978,10 @@ class AsrServer:
         else:
             conn.session.stop_input()
             conn.slot.stop()
+
+    async def _apply_all(self, conn: _Connection, cmds: list[Command]) -> None:
+        for cmd in cmds:
+            await self._apply(conn, cmd)
 
     async def _apply(self, conn: _Connection, cmd: Command) -> None:
         if isinstance(cmd, Start):
