@@ -1,8 +1,11 @@
-"""The scheduler without sockets: partials, finals and rounds."""
+"""The scheduler without sockets: partials, finals, rounds, the shared pool and its threads."""
 
 from __future__ import annotations
 
 import itertools
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,7 @@ import asrserve
 from asrserve.config import EndpointConfig
 from asrserve.server.metrics import Metrics
 from asrserve.server.protocol import SessionConfig
-from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot
+from asrserve.server.scheduler import Outcome, Scheduler, StreamSlot, fewer_malloc_arenas
 from tests.conftest import BUILTIN, read_wav
 
 
@@ -86,3 +89,136 @@ def _failing_for(slot: StreamSlot, fn: Any) -> Any:
         return fn(stream, *args, **kwargs)
 
     return wrapped
+
+
+# --- the shared pool and its decode threads --------------------------------------------
+
+
+def _pool(max_wait_s: float = 0.0) -> tuple[asrserve.Recognizer, Scheduler]:
+    rec = asrserve.load_model(BUILTIN, endpoint=EndpointConfig(enabled=False))
+    return rec, Scheduler(rec, max_batch_size=8, metrics=Metrics(), max_wait_s=max_wait_s)
+
+
+def _slot(sched: Scheduler, sr: int = 16000) -> StreamSlot:
+    slot = StreamSlot(SessionConfig(sample_rate=sr, endpoint=EndpointConfig(enabled=False)))
+    sched.add(slot)
+    return slot
+
+
+def test_new_audio_waits_for_batch_mates_within_max_wait() -> None:
+    _, sched = _pool(max_wait_s=0.04)
+    first = _slot(sched)
+    assert sched.wait_s(0.1) == 0.0  # the only stream: nobody to wait for
+    _slot(sched)
+    assert sched.wait_s(0.1) == pytest.approx(0.04)  # rounds not timed yet
+    sched._chunk_s, sched._round_s = 0.04, 0.005
+    assert sched.wait_s(0.1) == pytest.approx(0.04 - 3 * 0.005)  # 3 rounds to decode
+    sched._round_s = 0.02
+    assert sched.wait_s(0.1) == 0.0  # slow rounds: no waiting at all
+    first.push(np.zeros(1600, np.float32))
+    assert sched._next_due > 0  # queued, due once its wait is over
+    first.stop()
+    assert sched._next_due <= time.monotonic()  # input ended: due at once
+
+
+def test_a_thread_takes_every_waiting_stream_at_once() -> None:
+    x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
+    _, sched = _pool(max_wait_s=0.5)
+    slots = [_slot(sched, sr) for _ in range(4)]
+    for slot in slots:  # all queued before any is due
+        slot.push(x[: sr // 2])
+    got: list[tuple[StreamSlot, list[Outcome]]] = []
+    sched.start(got.extend, threads=2)
+    try:
+        deadline = time.monotonic() + 10
+        while sched.metrics.batch_size.count == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sched.stop()
+    hist = sched.metrics.batch_size
+    assert hist.count >= 1
+    assert hist.sum / hist.count > 3  # the first rounds carried all four
+
+
+def test_threads_give_every_stream_its_transcript(tiny_lstm_dir: Path) -> None:
+    """Streams fed in pieces to two decode threads end with the transcript of
+    each file (fp32 files: their results do not depend on batch mates)."""
+    rec = asrserve.load_model(
+        tiny_lstm_dir, precision="fp32", endpoint=EndpointConfig(enabled=False)
+    )
+    wavs = sorted((BUILTIN / "test_wavs").glob("*.wav"))
+    sched = Scheduler(rec, max_batch_size=4, metrics=Metrics(), max_wait_s=0.01)
+    cfg = SessionConfig(endpoint=EndpointConfig(enabled=False))
+    files = [wavs[i % len(wavs)] for i in range(10)]
+    slots = [StreamSlot(cfg) for _ in files]
+    got: dict[int, list[Outcome]] = {id(s): [] for s in slots}
+    lock = threading.Lock()
+
+    def deliver(outcomes: list[tuple[StreamSlot, list[Outcome]]]) -> None:
+        with lock:
+            for slot, outs in outcomes:
+                got[id(slot)] += outs
+
+    for slot in slots:
+        sched.add(slot)
+    sched.start(deliver, threads=2)
+    try:
+        audio = [read_wav(w)[0] for w in files]
+        for i in range(0, max(a.size for a in audio), 1600):
+            for slot, a in zip(slots, audio, strict=True):
+                if i < a.size:
+                    slot.push(a[i : i + 1600])
+            time.sleep(0.002)
+        for slot in slots:
+            slot.stop()
+        deadline = time.monotonic() + 30
+        while not all(s.done for s in slots) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sched.stop()
+    for slot, wav in zip(slots, files, strict=True):
+        outs = got[id(slot)]
+        assert [o.kind for o in outs[-2:]] == ["final", "eof"], wav.name
+        final = outs[-2].result
+        assert final is not None
+        assert final.token_ids == rec.transcribe(wav).token_ids, wav.name
+        assert slot.stream is None  # its core objects were let go at its end
+    assert sched.live_streams == 0
+
+
+def test_an_abandoned_stream_leaves_the_pool() -> None:
+    x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
+    _, sched = _pool()
+    slot = _slot(sched, sr)
+    slot.push(x[:sr])
+    sched.step()
+    assert slot.stream is not None
+    slot.abandon()
+    result = sched.step()
+    assert result.outcomes == []  # nobody to answer
+    assert slot.stream is None
+    assert sched.live_streams == 0
+
+
+def test_idle_threads_share_a_big_queue() -> None:
+    _, sched = _pool()
+    slots = [_slot(sched) for _ in range(20)]
+    with sched._cond:
+        for slot in slots:
+            sched._queue[slot] = None
+        sched._next_due = 0.0
+        sched._idle = 1  # another decode thread waits
+        mine = sched._hold_queue()
+        assert len(mine) == 10  # an equal share; the rest is left due for the other
+        assert len(sched._queue) == 10
+        assert sched._next_due <= time.monotonic()
+        sched._idle = 0
+        assert len(sched._hold_queue()) == 10  # nobody idle: all of it
+        assert not sched._queue
+
+
+def test_malloc_arenas_left_alone_when_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not fewer_malloc_arenas()
