@@ -84,9 +84,7 @@ class KaldiFbank:
     def get_frames(self, start: int, count: int) -> npt.NDArray[np.float32]:
         """Frames ``[start, start + count)`` as a ``(count, dim)`` float32 array."""
         end = self._buf_first + len(self._buf)
-        if start < self._popped or (
-            start + count > end and start + count > self.num_frames_ready
-        ):
+        if start < self._popped or (start + count > end and start + count > self.num_frames_ready):
             raise IndexError(
                 f"frames [{start}, {start + count}) outside available "
                 f"[{self._popped}, {self.num_frames_ready})"
@@ -110,6 +108,10 @@ class KaldiFbank:
         self._popped = max(self._popped, frame)
         drop = frame - self._buf_first
         if drop > 0:
-            # a view: the next fetch copies the rows kept into a new buffer
             self._buf = self._buf[drop:]
             self._buf_first += drop
+            base = self._buf.base
+            if isinstance(base, np.ndarray) and base.shape[0] > 2 * len(self._buf) + 64:
+                # a view would hold every frame of a big piece of audio until the
+                # next fetch: keep only the rows still needed
+                self._buf = self._buf.copy()

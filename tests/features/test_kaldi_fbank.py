@@ -88,3 +88,16 @@ def test_frames_survive_interleaved_reads_and_discards(tiny_wavs: list[Path]) ->
     np.testing.assert_array_equal(fb.get_frames(pos, fb.num_frames_ready - pos), want[pos:])
     with pytest.raises(IndexError):
         fb.get_frames(pos - 1, 2)
+
+
+def test_frames_read_in_bulk_are_freed_as_they_are_discarded() -> None:
+    """A large piece of audio moves its frames into the buffer at once; discarding
+    most of them frees them (no view keeps the big block alive)."""
+    fb = KaldiFbank()
+    fb.accept_waveform(np.zeros(16000 * 10, dtype=np.float32))
+    n = fb.num_frames_ready
+    fb.get_frames(0, 9)
+    fb.discard_before(n - 20)
+    kept = fb._buf
+    assert kept.base is None and len(kept) <= 20 + 9
+    assert fb.get_frames(n - 20, 9).shape == (9, 80)
