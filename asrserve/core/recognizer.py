@@ -106,8 +106,13 @@ class _Parts(NamedTuple):
     ys_probs: list[float]
 
 
+_NONE = _Parts([], [], [], [])
+
+
 class BuiltResult:
-    """A stream's last result and what it was built from (see ``get_result``)."""
+    """A stream's last result and what it was built from (see ``get_result``).
+    Lists a handed-out :class:`Result` holds are never changed: new tokens make
+    new lists."""
 
     def __init__(self, segment: int, start_frame: int) -> None:
         self.segment = segment
@@ -126,31 +131,30 @@ class BuiltResult:
     def extends(self, best: Best) -> bool:
         """Whether ``best`` is this hypothesis with tokens appended (or the same)."""
         n = len(self.ids)
+        if len(best.ids) == n:
+            return (
+                best.ids == self.ids
+                and best.frames == self.frames
+                and best.log_probs == self.log_probs
+            )
         return (
             best.ids[:n] == self.ids
             and best.frames[:n] == self.frames
             and best.log_probs[:n] == self.log_probs[:n]
-            and (bool(best.log_probs) or not self.log_probs)
         )
 
-    def extended(self, best: Best, new: _Parts) -> BuiltResult:
-        """A new record for ``best``, given the parts of its tokens past this one's."""
-        out = BuiltResult(self.segment, self.start_frame)
-        out.best = best
-        out.ids, out.frames, out.log_probs = list(best.ids), list(best.frames), best.log_probs
-        same = len(best.ids) == len(self.ids) and (bool(best.log_probs) or not self.log_probs)
-        if same and self.result is not None:
-            # nothing new: the fields are shared with the last result (results are frozen)
-            out.text, out.tokens, out.token_ids = self.text, self.tokens, self.token_ids
-            out.timestamps, out.ys_probs = self.timestamps, self.ys_probs
-            out.result = self.result
-            return out
-        out.text = self.text + "".join(new.tokens)
-        out.tokens = self.tokens + new.tokens
-        out.token_ids = self.token_ids + new.token_ids
-        out.timestamps = self.timestamps + new.timestamps
-        out.ys_probs = self.ys_probs + new.ys_probs
-        return out
+    def take(self, best: Best, new: _Parts) -> None:
+        """Move on to ``best`` (which :meth:`extends` this), given the parts of
+        its tokens past this one's."""
+        if len(best.ids) != len(self.ids) or self.result is None:
+            self.text += "".join(new.tokens)
+            self.tokens = self.tokens + new.tokens
+            self.token_ids = self.token_ids + new.token_ids
+            self.timestamps = self.timestamps + new.timestamps
+            self.ys_probs = self.ys_probs + new.ys_probs
+            self.result = None
+        self.best = best
+        self.ids, self.frames, self.log_probs = best.ids, best.frames, best.log_probs
 
 
 class Recognizer:
@@ -346,7 +350,9 @@ class Recognizer:
         ):
             built = BuiltResult(stream.segment, start_frame)
         if built.best is not best:
-            built = built.extended(best, self._result_parts(best, start_frame, len(built.ids)))
+            first = len(built.ids)
+            new = self._result_parts(best, start_frame, first) if len(best.ids) > first else _NONE
+            built.take(best, new)
         stream.result_cache = built
         r = built.result
         trailing_blanks = best.trailing_blanks
