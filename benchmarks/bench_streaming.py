@@ -11,11 +11,13 @@ calls until nothing is ready) by
    stacked once) plus one ``run_joiner`` per output frame with a fixed,
    precomputed decoder output. No features, no decoder, no search.
 
-One extra row per thread count compares modified beam search (single
-stream, 4 active paths); its floor runs the joiner on ``beam`` rows per frame.
+Extra rows per thread count compare modified beam search (4 active paths,
+single stream unless ``--beam-batches`` says more); its floor runs the joiner
+on ``beam`` rows per stream and frame.
 
 Model loading is outside the timed regions; feature extraction is inside
-(1) and (2). Each cell is the best of ``--repeat`` runs, taken interleaved
+(1) and (2). Each cell is the best (``--stat median``: the median) of
+``--repeat`` runs, taken interleaved
 (sherpa, asrserve, floor, sherpa, ...) after one untimed warm-up run each,
 which is also used to check that both runtimes produce the same tokens.
 
@@ -172,6 +174,17 @@ def run_floor(rec: asrserve.Recognizer, inp: FloorInputs) -> int:
     return frames
 
 
+def clear_decoder_cache(rec: asrserve.Recognizer) -> None:
+    """Forget the decoder outputs the recognizer remembers (older versions
+    keep them in one dict, ``_cache``)."""
+    cache = rec.model.decoder_cache
+    clear = getattr(cache, "clear", None)
+    if callable(clear):
+        clear()
+    else:
+        cache._cache.clear()
+
+
 def first_difference(got: list[list[str]], want: list[list[str]]) -> int | None:
     """Smallest token index at which any stream of ``got`` differs from ``want``."""
     worst: int | None = None
@@ -204,12 +217,13 @@ def measure(
     ours: asrserve.Recognizer,
     repeat: int,
     warm_cache: bool = False,
+    stat: str = "best",
 ) -> Row:
     def cold() -> None:
         # The recognizer memoises decoder outputs across streams; decoding the same
         # audio again would hit on every context, which sherpa-onnx cannot do.
         if not warm_cache:
-            ours.model.decoder_cache._cache.clear()
+            clear_decoder_cache(ours)
 
     decoding = asrserve.DecodingConfig(method=method, beam=BEAM)  # type: ignore[arg-type]
     inp = floor_inputs(ours, audio, n, BEAM if method == "modified_beam" else 1)
@@ -218,7 +232,7 @@ def measure(
     cold()
     got = run_asrserve(ours, audio, n, decoding)
     run_floor(ours, inp)
-    best = [float("inf")] * 3
+    times: list[list[float]] = [[], [], []]
     for _ in range(repeat):
         runs = (
             lambda: run_sherpa(sherpa, audio, n),
@@ -226,8 +240,9 @@ def measure(
             lambda: run_floor(ours, inp),
         )
         for i, fn in enumerate(runs):
-            best[i] = min(best[i], timed(fn, cold if i == 1 else None))
-    sherpa_s, ours_s, floor_s = best
+            times[i].append(timed(fn, cold if i == 1 else None))
+    pick = min if stat == "best" else (lambda v: float(np.median(v)))
+    sherpa_s, ours_s, floor_s = (pick(v) for v in times)
     audio_s = audio.size / SAMPLE_RATE
     return Row(
         model=label,
@@ -343,6 +358,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int_list, default=[1, 4, 16], help="e.g. 1,4,16")
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs per cell")
     p.add_argument(
+        "--stat",
+        choices=["best", "median"],
+        default="best",
+        help="what a cell reports of its --repeat runs (default: the best)",
+    )
+    p.add_argument(
+        "--beam-batches", type=int_list, default=[1], help="N of the beam rows (default 1)"
+    )
+    p.add_argument(
         "--warm-decoder-cache",
         action="store_true",
         help="keep asrserve's decoder-output cache between runs (default: cleared before each)",
@@ -366,6 +390,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    load_start = os.getloadavg()
     files = find_model_files(args.model, args.precision)
     audio = load_audio(args.audio, SAMPLE_RATE)
     label = args.model.name
@@ -373,13 +398,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"# model {args.model} [{files.encoder.name}, {files.decoder.name}, {files.joiner.name}]\n"
         f"# audio {args.audio} ({audio.size / SAMPLE_RATE:.2f} s), tail padding "
-        f"{TAIL_PADDING_S} s, best of {args.repeat}, asrserve decoder cache "
+        f"{TAIL_PADDING_S} s, {args.stat} of {args.repeat}, asrserve decoder cache "
         f"{'warm' if args.warm_decoder_cache else 'cleared before each run'}\n"
         f"# onnxruntime {env['onnxruntime']} (asrserve, floor); sherpa-onnx {env['sherpa_onnx']} "
         f"(bundles its own onnxruntime); {env['cpu_count']} CPUs\n"
         f"# targets: asrserve/sherpa <= {TARGET_VS_SHERPA} (greedy, N=1); "
         f"asrserve/floor <= {TARGET_VS_FLOOR}\n"
-        f"# RTF = asrserve s / (N x audio s); floor = run_encoder + 1 run_joiner per frame",
+        f"# RTF = asrserve s / (N x audio s); floor = run_encoder + 1 run_joiner per frame\n"
+        f"# load average at the start: {load_start[0]:.2f} {load_start[1]:.2f} "
+        f"{load_start[2]:.2f}",
         flush=True,
     )
     print(header(), flush=True)
@@ -404,26 +431,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ours,
                 args.repeat,
                 args.warm_decoder_cache,
+                args.stat,
             )
             rows.append(row)
             print(format_row(row), flush=True)
         del greedy
         if not args.no_beam:
             beam = sherpa_recognizer(files, threads, "modified_beam")
-            row = measure(
-                label,
-                "modified_beam",
-                threads,
-                1,
-                audio,
-                beam,
-                ours,
-                args.repeat,
-                args.warm_decoder_cache,
-            )
-            rows.append(row)
-            print(format_row(row), flush=True)
+            for n in args.beam_batches:
+                row = measure(
+                    label,
+                    "modified_beam",
+                    threads,
+                    n,
+                    audio,
+                    beam,
+                    ours,
+                    args.repeat,
+                    args.warm_decoder_cache,
+                    args.stat,
+                )
+                rows.append(row)
+                print(format_row(row), flush=True)
             del beam
+    load = os.getloadavg()
+    print(f"# load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     notes = target_notes(rows)
     for line in notes or ["# all targets met"]:
         print(line if line.startswith("#") else f"# {line}")
@@ -441,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "audio_s": audio.size / SAMPLE_RATE,
             "tail_padding_s": TAIL_PADDING_S,
             "repeat": args.repeat,
+            "stat": args.stat,
+            "loadavg_start": load_start,
+            "loadavg_end": load,
             "warm_decoder_cache": args.warm_decoder_cache,
             "targets": {
                 "asrserve_vs_sherpa": TARGET_VS_SHERPA,
