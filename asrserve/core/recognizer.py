@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from asrserve.config import (
     frames_to_seconds_f32,
     normalize_method,
 )
+from asrserve.core.built_result import NO_PARTS, BuiltResult, Parts
 from asrserve.core.events import Result
 from asrserve.core.segments import Segment, segments
 from asrserve.core.stream import FeatureExtractor, FeatureSettings, Stream
@@ -95,66 +96,6 @@ def audio_pieces(
         yield rate, samples[begin : begin + step]
         if progress is not None:
             progress(min(total, (begin + step) / rate), total)
-
-
-class _Parts(NamedTuple):
-    """Text pieces and per-token fields of some tokens of a hypothesis."""
-
-    tokens: list[str]
-    token_ids: list[int]
-    timestamps: list[float]
-    ys_probs: list[float]
-
-
-_NONE = _Parts([], [], [], [])
-
-
-class BuiltResult:
-    """A stream's last result and what it was built from (see ``get_result``).
-    Lists a handed-out :class:`Result` holds are never changed: new tokens make
-    new lists."""
-
-    def __init__(self, segment: int, start_frame: int) -> None:
-        self.segment = segment
-        self.start_frame = start_frame
-        self.best: Best | None = None
-        self.ids: list[int] = []
-        self.frames: list[int] = []
-        self.log_probs: tuple[float, ...] = ()
-        self.text = ""  # the pieces joined, unstripped
-        self.tokens: list[str] = []
-        self.token_ids: list[int] = []
-        self.timestamps: list[float] = []
-        self.ys_probs: list[float] = []
-        self.result: Result | None = None
-
-    def extends(self, best: Best) -> bool:
-        """Whether ``best`` is this hypothesis with tokens appended (or the same)."""
-        n = len(self.ids)
-        if len(best.ids) == n:
-            return (
-                best.ids == self.ids
-                and best.frames == self.frames
-                and best.log_probs == self.log_probs
-            )
-        return (
-            best.ids[:n] == self.ids
-            and best.frames[:n] == self.frames
-            and best.log_probs[:n] == self.log_probs[:n]
-        )
-
-    def take(self, best: Best, new: _Parts) -> None:
-        """Move on to ``best`` (which :meth:`extends` this), given the parts of
-        its tokens past this one's."""
-        if len(best.ids) != len(self.ids) or self.result is None:
-            self.text += "".join(new.tokens)
-            self.tokens = self.tokens + new.tokens
-            self.token_ids = self.token_ids + new.token_ids
-            self.timestamps = self.timestamps + new.timestamps
-            self.ys_probs = self.ys_probs + new.ys_probs
-            self.result = None
-        self.best = best
-        self.ids, self.frames, self.log_probs = best.ids, best.frames, best.log_probs
 
 
 class Recognizer:
@@ -351,7 +292,9 @@ class Recognizer:
             built = BuiltResult(stream.segment, start_frame)
         if built.best is not best:
             first = len(built.ids)
-            new = self._result_parts(best, start_frame, first) if len(best.ids) > first else _NONE
+            new = NO_PARTS
+            if len(best.ids) > first:
+                new = self._result_parts(best, start_frame, first)
             built.take(best, new)
         stream.result_cache = built
         r = built.result
@@ -370,13 +313,13 @@ class Recognizer:
             )
         return r
 
-    def _result_parts(self, best: Best, start_frame: int, first: int) -> _Parts:
+    def _result_parts(self, best: Best, start_frame: int, first: int) -> Parts:
         """Pieces, ids, timestamps and confidences of ``best``'s tokens from
         index ``first`` on, ``<unk>`` left out."""
         ids, frames, _, log_probs = best
         start = start_frame * self.frame_shift_s
         kept = [i for i in range(first, len(ids)) if self.symbols[ids[i]] != "<unk>"]
-        return _Parts(
+        return Parts(
             [self.symbols.piece(ids[i]) for i in kept],
             [ids[i] for i in kept],
             [round(start + frames[i] * self.output_frame_s, 3) for i in kept],

@@ -12,7 +12,7 @@ from asrserve.config import DecodingConfig, EndpointConfig
 from asrserve.errors import AudioFormatError
 
 if TYPE_CHECKING:
-    from asrserve.core.recognizer import BuiltResult
+    from asrserve.core.built_result import BuiltResult
     from asrserve.decoding.search import Best, Search
     from asrserve.families.base import State
 
