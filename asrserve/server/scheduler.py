@@ -13,14 +13,18 @@ and whatever was queued in the pool), so calls grow while nobody waits. A
 stream is held by one thread at a time; the core's objects are touched by the
 thread that holds it alone.
 
-Pacing: new audio from a stream may wait for other streams' audio to share
-its calls, as long as waiting plus the rounds it needs (at the recent round
-time) stays within ``max_wait_s`` (:meth:`Scheduler.wait_s`): cheap models
-wait longer, slow rounds or a busy machine not at all (calls then fill up by
-themselves). A stream that is behind (chunks left after a step), has ended
-its input, asked for a flush or was abandoned is due at once. A step runs at
-most ``max_rounds`` rounds, then hands its streams back to the pool, where
-the ones still behind are taken again with whatever else is ready.
+Pacing: while no decode thread is busy, new audio from a stream may wait for
+other streams' audio to share its calls as long as waiting plus the rounds it
+needs (at the recent round time) stays within ``max_wait_s``
+(:meth:`Scheduler.wait_s`): cheap models wait, slow rounds start at once (the
+latency of partials at light load). While a thread is busy its rounds take in
+new work between them, so another thread starts on work only once it has
+waited ``max_wait_s``: under load the threads run few, full calls side by
+side instead of many small ones (CPU per stream, and so capacity). A stream
+that is behind (chunks left after a step), has ended its input, asked for a
+flush or was abandoned is due at once, and idle threads share a big queue. A
+step runs at most ``max_rounds`` rounds, then hands its streams back to the
+pool, where the ones still behind are taken again with whatever else is ready.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ MAX_ROUNDS = 4
 100 ms client frame brings, so a stream at real-time pace ends its step with
 no chunk left; one behind goes back to the pool and meets new batch mates."""
 
+_NEVER = (math.inf, math.inf)
+
 DELIVER_S = 0.004
 """Rounds faster than this hand their outcomes over together (see ``_run``)."""
 
@@ -112,7 +118,7 @@ class StreamSlot:
         self._scheduler: Scheduler | None = None
         self._held = False  # a decode thread has it
         self._queued = False  # in the pool, waiting for a step
-        self._wanted = math.inf  # woken while held: due then, once handed back
+        self._wanted = _NEVER  # woken while held: (due, late) once handed back
 
     @property
     def has_pending(self) -> bool:
@@ -182,9 +188,11 @@ class Scheduler:
         self._cond = threading.Condition(threading.Lock())
         self._slots: dict[StreamSlot, None] = {}  # live slots, in arrival order
         self._queue: dict[StreamSlot, None] = {}  # slots with work, not held
-        self._next_due = math.inf  # earliest due time in _queue
+        self._next_due = math.inf  # when _queue's earliest work is due, all threads idle
+        self._next_late = math.inf  # when it is due while another thread runs a step
         self._threads: list[threading.Thread] = []
         self._idle = 0  # decode threads waiting for work
+        self._busy = 0  # decode threads running a step
         self._stopping = False
         self._round_s = 0.0  # recent wall time of one round (moving average)
         self._chunk_s = 0.0  # audio one round advances a stream (known after the first)
@@ -200,28 +208,39 @@ class Scheduler:
 
     def wake(self, slot: StreamSlot, urgent: bool = False, audio_s: float = 0.0) -> None:
         """``slot`` has work: due now (``urgent``), or once its new audio
-        (``audio_s`` seconds of it) has waited for batch mates as long as
-        ``max_wait_s`` allows after the rounds it needs (see :meth:`wait_s`)."""
+        (``audio_s`` seconds of it) has waited for batch mates: as long as
+        ``max_wait_s`` allows after the rounds it needs (:meth:`wait_s`) when
+        no decode thread is busy, and ``max_wait_s`` while one is (its rounds
+        take in new work between them; another thread starting early would
+        only split the calls)."""
         now = time.monotonic()
-        due = now if urgent else now + self.wait_s(audio_s)
+        if urgent:
+            due = late = now
+        else:
+            due, late = now + self.wait_s(audio_s), now + self.max_wait_s
         with self._cond:
             if slot not in self._slots:
                 return
             if slot._held:
-                slot._wanted = min(slot._wanted, due)
+                slot._wanted = (min(slot._wanted[0], due), min(slot._wanted[1], late))
                 return
             slot._queued = True
             self._queue[slot] = None
-            if due < self._next_due:
-                self._next_due = due
-                self._cond.notify()
+            self._queue_at(due, late)
+
+    def _queue_at(self, due: float, late: float) -> None:
+        """Under ``_cond``: queued work is due at ``due`` / ``late``."""
+        if due < self._next_due or late < self._next_late:
+            self._next_due = min(self._next_due, due)
+            self._next_late = min(self._next_late, late)
+            self._cond.notify()
 
     def wait_s(self, audio_s: float) -> float:
         """How long new audio may wait for other streams' audio to share its
-        encoder calls: ``max_wait_s`` less the time its rounds will take (at
-        the recent round time), so that waiting and decoding together stay
-        within ``max_wait_s``; nothing when no other stream is open, or when
-        rounds are slow (the threads are busy: calls fill up by themselves)."""
+        encoder calls while no decode thread is busy: ``max_wait_s`` less the
+        time its rounds will take (at the recent round time), so that waiting
+        and decoding together stay within ``max_wait_s``; nothing when no
+        other stream is open, or when rounds are slow."""
         wait = self.max_wait_s
         if wait <= 0 or len(self._slots) <= 1:
             return 0.0
@@ -270,16 +289,22 @@ class Scheduler:
                 self._hand_back(batch, left)
 
     def _take(self) -> list[StreamSlot] | None:
-        """Wait until the pool's earliest work is due; then hold every slot with
-        work. None once the scheduler stops."""
+        """Wait until the pool's earliest work is due (``late`` while another
+        thread runs a step); then hold every slot with work, or this thread's
+        share (:meth:`_hold_queue`). None once the scheduler stops."""
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                if self._queue and self._next_due <= now:
-                    return self._hold_queue()
+                timeout = None
+                if self._queue:
+                    at = self._next_late if self._busy else self._next_due
+                    if at <= now:
+                        self._busy += 1
+                        return self._hold_queue()
+                    timeout = at - now
                 self._idle += 1
                 try:
-                    self._cond.wait(self._next_due - now if self._queue else None)
+                    self._cond.wait(timeout)
                 finally:
                     self._idle -= 1
             return None
@@ -298,36 +323,42 @@ class Scheduler:
             for slot in batch:
                 del self._queue[slot]
             if self._queue:
-                self._next_due = time.monotonic()
+                self._next_due = self._next_late = time.monotonic()
                 self._cond.notify(self._idle)
             else:
-                self._next_due = math.inf
+                self._next_due = self._next_late = math.inf
         else:
             self._queue.clear()
-            self._next_due = math.inf
+            self._next_due = self._next_late = math.inf
         for slot in batch:
             slot._held, slot._queued = True, False
         return batch
 
-    def _hand_back(self, batch: list[StreamSlot], left: list[StreamSlot]) -> None:
+    def _hand_back(
+        self, batch: list[StreamSlot], left: list[StreamSlot], stepping: bool = True
+    ) -> None:
         """Return a step's slots to the pool: those still behind are due now,
-        those woken meanwhile when their wake said; finished ones leave."""
+        those woken meanwhile when their wake said; finished ones leave.
+        ``stepping``: a decode thread's step (it is no longer busy)."""
         now = time.monotonic()
         behind = {id(s) for s in left}
         with self._cond:
+            if stepping:
+                self._busy -= 1
             for slot in batch:
                 slot._held = False
-                due, slot._wanted = slot._wanted, math.inf
+                (due, late), slot._wanted = slot._wanted, _NEVER
                 if slot.done or (slot.abandoned and slot.stream is None):
                     self._slots.pop(slot, None)
                     continue
                 if id(slot) in behind:
-                    due = now
+                    due = late = now
                 if due < math.inf:
                     slot._queued = True
                     self._queue[slot] = None
                     self._next_due = min(self._next_due, due)
-            if self._queue:
+                    self._next_late = min(self._next_late, late)
+            if self._queue:  # also: a thread no longer busy changes when work is due
                 self._cond.notify()
 
     # --- one step ---------------------------------------------------------------
@@ -339,13 +370,13 @@ class Scheduler:
             for slot in batch:
                 slot._held, slot._queued = True, False
             self._queue.clear()  # only slots not held are queued: all taken
-            self._next_due = math.inf
+            self._next_due = self._next_late = math.inf
         got: Outcomes = []
         left: list[StreamSlot] = []
         try:
             left = self._run(batch, got.extend)
         finally:
-            self._hand_back(batch, left)
+            self._hand_back(batch, left, stepping=False)
         merged: dict[int, tuple[StreamSlot, list[Outcome]]] = {}
         for slot, outs in got:
             merged.setdefault(id(slot), (slot, []))[1].extend(outs)
@@ -400,7 +431,7 @@ class Scheduler:
         fresh = [s for s in live if s.has_pending and not s.flushing and not s.abandoned]
         with self._cond:
             for slot in fresh:
-                slot._wanted = math.inf  # its wake is answered now
+                slot._wanted = _NEVER  # its wake is answered now
             more = self._hold_queue(len(live)) if self._queue else []
         if not fresh and not more:
             return live

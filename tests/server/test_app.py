@@ -144,15 +144,24 @@ def test_resamples_client_rate(recognizer: asrserve.Recognizer) -> None:
     serve(recognizer, body)
 
 
-def test_32_concurrent_streams_are_batched(tiny_lstm_dir: Path) -> None:
-    """Batched streams give the offline transcripts. With the fp32 files: the
-    built-in int8 encoder scales its activations over the whole batch, so its
-    results depend on which streams happen to share an encoder call."""
-    recognizer = asrserve.load_model(
+@pytest.fixture(scope="module")
+def exact(tiny_lstm_dir: Path) -> tuple[asrserve.Recognizer, dict[Path, asrserve.Result]]:
+    """The demo model's fp32 files and their offline transcripts, for tests
+    whose streams share encoder calls with others: the built-in int8 encoder
+    scales its activations over the whole batch, so its results depend on
+    which streams happen to share a call."""
+    rec = asrserve.load_model(
         tiny_lstm_dir, precision="fp32", endpoint=EndpointConfig(enabled=False)
     )
-    assert not recognizer.batch_dependent
-    offline = {w: recognizer.transcribe(w) for w in WAVS}
+    assert not rec.batch_dependent
+    return rec, {w: rec.transcribe(w) for w in WAVS}
+
+
+def test_32_concurrent_streams_are_batched(
+    exact: tuple[asrserve.Recognizer, dict[Path, asrserve.Result]],
+) -> None:
+    """Batched streams give the offline transcripts."""
+    recognizer, offline = exact
     files = [WAVS[i % len(WAVS)] for i in range(32)]
 
     async def body(server: AsrServer, url: str) -> None:
@@ -175,8 +184,9 @@ def test_32_concurrent_streams_are_batched(tiny_lstm_dir: Path) -> None:
 
 
 def test_bad_clients_do_not_disturb_others(
-    recognizer: asrserve.Recognizer, offline: dict[Path, asrserve.Result]
+    exact: tuple[asrserve.Recognizer, dict[Path, asrserve.Result]],
 ) -> None:
+    recognizer, offline = exact  # a bad client's audio may share the good one's calls
     good = WAVS[1]
 
     async def bad_frames(url: str) -> list[dict[str, Any]]:
