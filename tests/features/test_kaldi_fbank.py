@@ -99,5 +99,6 @@ def test_frames_read_in_bulk_are_freed_as_they_are_discarded() -> None:
     fb.get_frames(0, 9)
     fb.discard_before(n - 20)
     kept = fb._buf
-    assert kept.base is None and len(kept) <= 20 + 9
+    assert kept.base is None
+    assert len(kept) <= 20 + 9
     assert fb.get_frames(n - 20, 9).shape == (9, 80)
