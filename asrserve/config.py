@@ -188,8 +188,8 @@ class ServerConfig:
     port: int = 6006
     sample_rate: int = 16000  # what clients send unless they say otherwise
     max_batch_size: int = 32
-    max_wait_ms: float = 40.0  # at most one scheduling step per this interval
-    decode_threads: int = 1  # lanes decoding disjoint streams in parallel
+    max_wait_ms: float = 40.0  # the longest new audio waits for other streams to share calls
+    decode_threads: int = 1  # threads draining the one pool of streams (server/scheduler.py)
     max_connections: int = 64
     max_message_bytes: int = 1 << 20
     max_backlog_s: float = 10.0  # undecoded audio per stream before reads pause

@@ -76,12 +76,18 @@ Deliver = Callable[[Outcomes], None]
 """Takes a round's outcomes, and at the end of each step the rest (maybe none);
 called on a decode thread, must not block."""
 
-MAX_ROUNDS = 4
-"""Rounds per step: 160 ms of audio per stream for 40 ms chunks, more than a
-100 ms client frame brings, so a stream at real-time pace ends its step with
-no chunk left; one behind goes back to the pool and meets new batch mates."""
+MAX_ROUNDS = 2
+"""Rounds per step. Then the step's streams go back to the pool, so that those
+still behind (at input end: 17 chunks of tail padding for a 40 ms-chunk LSTM)
+are shared out again between the threads, with whatever else is ready."""
 
 _NEVER = (math.inf, math.inf)
+
+SPLIT_S = 0.015
+"""Rounds estimated longer than this are split between idle threads (see
+``Scheduler._hold_queue``): 80M LSTM rounds of 16 streams (22 ms) are, rounds
+of the 4M demo model never are (each thread's fixed cost per call is then a
+large share of the work)."""
 
 DELIVER_S = 0.004
 """Rounds faster than this hand their outcomes over together (see ``_run``)."""
@@ -195,6 +201,7 @@ class Scheduler:
         self._busy = 0  # decode threads running a step
         self._stopping = False
         self._round_s = 0.0  # recent wall time of one round (moving average)
+        self._cost = RoundCost()  # a round's wall time against its rows
         self._chunk_s = 0.0  # audio one round advances a stream (known after the first)
 
     # --- the event loop's side ------------------------------------------------
@@ -311,13 +318,14 @@ class Scheduler:
 
     def _hold_queue(self, holding: int = 0) -> list[StreamSlot]:
         """Hold the queued slots (under ``_cond``): all of them, or, when other
-        decode threads are idle and there is much to do (more than half a
-        batch, with the ``holding`` streams this thread has already), this
-        thread's equal share; the rest is left due for the others, so that
-        big rounds run side by side instead of one after the other."""
+        decode threads are idle and one round of them all (with the
+        ``holding`` streams this thread has already) would take longer than
+        ``SPLIT_S``, this thread's equal share; the rest is left due for the
+        others, so that long rounds run side by side instead of one after the
+        other (the input-end rounds that final results wait for)."""
         batch = list(self._queue)
         total = len(batch) + holding
-        if self._idle and total > self.max_batch_size // 2:
+        if self._idle and total > 1 and self._cost.estimate(total) > SPLIT_S:
             share = max(0, math.ceil(total / (self._idle + 1)) - holding)
             batch = batch[:share]
             for slot in batch:
@@ -352,7 +360,12 @@ class Scheduler:
                     self._slots.pop(slot, None)
                     continue
                 if id(slot) in behind:
-                    due = late = now
+                    # chunks left: at once when nobody is busy; while another
+                    # thread is, in its next round (or after max_wait), unless
+                    # the input has ended (a final waits) or a flush is on
+                    s = slot.stream
+                    urgent = slot.flushing or (s is not None and s.is_finished)
+                    due, late = now, now if urgent else min(late, now + self.max_wait_s)
                 if due < math.inf:
                     slot._queued = True
                     self._queue[slot] = None
@@ -491,7 +504,9 @@ class Scheduler:
                 events = self._isolated(slot, outcomes, "ending a chunk", slot.events.after_chunk)
                 if events:
                     outcomes.setdefault(id(slot), []).extend(self._outcomes(slot, events))
-            self._round_s += 0.2 * (time.perf_counter() - t0 - self._round_s)
+            took = time.perf_counter() - t0
+            self._round_s += 0.2 * (took - self._round_s)
+            self._cost.add(len(ready), took)
             send()
         flushed: set[int] = set()  # slots whose flush ended in this step
         for slot in live:
@@ -624,6 +639,34 @@ class Scheduler:
             else:
                 out.append(Outcome("final", event.result, event.end, last=event.last))
         return out
+
+
+class RoundCost:
+    """A round's wall time against its rows, ``fixed + per_row * rows``,
+    fitted by least squares over the recent rounds (older ones weigh less).
+    Decode threads add to it without a lock: it is an estimate."""
+
+    def __init__(self, keep: float = 0.98) -> None:
+        self._keep = keep
+        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0)  # weight, x, y, xx, xy
+
+    def add(self, rows: int, seconds: float) -> None:
+        k = self._keep
+        w, x, y, xx, xy = self._sums
+        self._sums = (k * w + 1, k * x + rows, k * y + seconds, k * xx + rows * rows,
+                      k * xy + rows * seconds)  # fmt: skip
+
+    def estimate(self, rows: int) -> float:
+        """Seconds a round of ``rows`` streams takes (0 before any round)."""
+        w, x, y, xx, xy = self._sums
+        if w <= 0 or x <= 0:
+            return 0.0
+        mx, my = x / w, y / w
+        var = xx / w - mx * mx
+        if var < 1e-6:  # rounds of one size so far: take the time as per row
+            return my * rows / mx
+        per_row = max(0.0, (xy / w - mx * my) / var)
+        return max(0.0, my - per_row * mx) + per_row * rows
 
 
 MALLOC_ARENAS = 2
