@@ -96,19 +96,29 @@ def top_extensions(
     ``paths`` (each stream's paths, flattened in order); for each stream, its
     ``beam`` best extensions by one token (blank included), best first, as
     (row of the path in ``logits``, token, the path's log-prob plus the token's)."""
-    vocab = logits.shape[1]
+    return _extensions(log_softmax(logits), paths, beam)
+
+
+def _extensions(
+    logp: FloatArray, paths: Sequence[Sequence[_Path]], beam: int
+) -> list[list[tuple[int, int, float]]]:
+    """:func:`top_extensions` given the log-softmax of the logits."""
+    vocab = logp.shape[1]
     base = np.fromiter(
-        (h.log_prob for hs in paths for h in hs), dtype=np.float64, count=logits.shape[0]
+        (h.log_prob for hs in paths for h in hs), dtype=np.float64, count=logp.shape[0]
     )
-    scores = (log_softmax(logits).astype(np.float64) + base[:, None]).astype(np.float32)
+    scores = (logp.astype(np.float64) + base[:, None]).astype(np.float32)
     out = []
     start = 0
     for hyps in paths:
         block = scores[start : start + len(hyps)].ravel()
-        picked = topk_desc(block, beam)
-        rows, tokens = np.divmod(picked, vocab)
-        rows += start
-        out.append(list(zip(rows.tolist(), tokens.tolist(), block[picked].tolist(), strict=True)))
+        if beam >= block.size:
+            idx = np.arange(block.size)
+        else:
+            idx = np.argpartition(-block, beam - 1)[:beam]
+        # best first, lower index first on ties (as topk_desc)
+        ranked = sorted(zip((-block[idx]).tolist(), idx.tolist(), strict=True))
+        out.append([(start + i // vocab, i % vocab, -v) for v, i in ranked])
         start += len(hyps)
     return out
 
@@ -172,13 +182,12 @@ class ModifiedBeamSearch:
             if self.blank_penalty > 0:
                 scored = logits.copy()
                 scored[:, 0] -= self.blank_penalty
-            best = top_extensions(scored, prev, self.beam)
-            # confidences (from the raw logits, as sherpa-onnx) of the rows that
-            # emit: each row's log-softmax is its own, so only those are computed
-            emitting = sorted({row for ext in best for row, tok, _ in ext if tok not in skip})
-            where = {row: i for i, row in enumerate(emitting)}  # row of ``conf``
-            rows = logits if len(emitting) == len(flat) else logits[emitting]
-            conf = log_softmax(rows / np.float32(self.temperature)) if emitting else rows
+            # one row-wise log-softmax for the scores and the confidences (from
+            # the raw logits, as sherpa-onnx); each row's values are its own
+            num = len(flat)
+            both = log_softmax(np.concatenate([scored, logits / np.float32(self.temperature)]))
+            best = _extensions(both[:num], prev, self.beam)
+            conf = both[num:]
             for state, extensions in zip(states, best, strict=True):
                 state.hyps = {}
                 graph = state.context_graph
@@ -204,7 +213,7 @@ class ModifiedBeamSearch:
                         src.context_state,
                         0,
                         None,
-                        [*src.log_probs, float(conf[where[row], token])],
+                        [*src.log_probs, float(conf[row, token])],
                     )
                     if graph is not None and src.context_state is not None:
                         context_score, hyp.context_state = graph.forward_one_step(
