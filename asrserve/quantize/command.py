@@ -65,10 +65,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--method",
-        default=None,
+        default="minmax",
         choices=CALIBRATION_METHODS,
-        help="how calibration turns activation ranges into scales (default: minmax; "
-        "Whisper: percentile for the encoder, minmax for the decoder)",
+        help="how calibration turns activation ranges into scales",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
     chan = p.add_mutually_exclusive_group()

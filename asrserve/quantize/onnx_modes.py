@@ -211,13 +211,16 @@ def int8_static(
     exclude: Sequence[str] = (),
     keep_float: Sequence[str] = (),
     exclude_front_end: bool = True,
+    float_outputs: bool = False,
     progress: bool = False,
     name: str = "",
 ) -> list[str]:
     """QDQ int8: activation ranges from ``feeds`` (recorded while streaming),
     weights int8 (per output channel by default). ``src`` is a path or an
     already loaded fp32 model; ``exclude``: fnmatch patterns, ``keep_float``:
-    exact node names. Returns the nodes left in float."""
+    exact node names; ``float_outputs``: the quantized ops' outputs stay float
+    (only their inputs are quantized, as dynamic int8 does). Returns the nodes
+    left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -262,6 +265,7 @@ def int8_static(
                     # histograms feed by feed: bounded memory, and feeds of
                     # different shapes (Whisper's windows) are fine
                     **({"CalibStridedMinMax": 1} if method != "minmax" else {}),
+                    **({"OpTypesToExcludeOutputQuantization": ops} if float_outputs else {}),
                 },
             )
     finally:

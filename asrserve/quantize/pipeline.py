@@ -42,9 +42,6 @@ MAX_FEEDS = 512
 WHISPER_MAX_FEEDS = {"encoder": 32, "decoder": 64}
 """Whisper's: a decoder feed holds the self-attention caches and shares its
 segment's cross-attention keys and values (tiny.en: 5.5 MB + up to 18 MB)."""
-WHISPER_METHODS = {"encoder": "percentile", "decoder": "minmax"}
-"""Whisper's calibration methods (tiny.en, output cosine on held-out clips:
-encoder 0.996 percentile vs 0.970 minmax, decoder 0.998 minmax vs 0.997)."""
 _PROBE_FEEDS: dict[str, int | dict[str, int]] = {
     "transducer": 256,
     "whisper": {"encoder": 8, "decoder": 32},
@@ -60,9 +57,7 @@ class QuantizeOptions:
     eval_list: Path | None = None
     max_wer_increase: float | None = None
     exclude: list[str] = field(default_factory=list)
-    method: str | None = None
-    """Calibration method (``None``: ``minmax``; Whisper: ``percentile`` for the
-    encoder, ``minmax`` for the decoder, see :data:`WHISPER_METHODS`)."""
+    method: str = "minmax"
     per_channel: bool | None = None
     """Per-output-channel weight scales; default: on for static modes, off for dynamic."""
     alpha: float = 0.5
@@ -167,12 +162,17 @@ def _convert_onnx(
             model,
             dst,
             feeds,
-            method=_method(graphs, role, opts),
+            method=opts.method,
             op_types=opts.op_types,
             per_channel=opts.per_channel is not False,
             exclude=opts.exclude,
             keep_float=keep,
             exclude_front_end=opts.exclude_front_end and not whisper,
+            # Whisper: only MatMul inputs are quantized. A quantized output is
+            # rounded on the scale of its largest value: the encoder's last MLP
+            # reaches ~300 on long windows, and rounding its every output on that
+            # scale cost the encoder's output most of its fidelity (cosine 0.90)
+            float_outputs=whisper,
             progress=opts.progress,
             name=src.name,
         )
@@ -194,12 +194,6 @@ def _convert_ncnn(
             for role, net in summary.nets.items()
         },
     }
-
-
-def _method(graphs: GraphSet, role: str, opts: QuantizeOptions) -> str:
-    if opts.method is not None:
-        return opts.method
-    return WHISPER_METHODS.get(role, "minmax") if graphs.kind == "whisper" else "minmax"
 
 
 def _feed_limit(graphs: GraphSet, opts: QuantizeOptions) -> int | dict[str, int]:
@@ -333,15 +327,13 @@ def _measure(
         "source": str(graphs.model_dir),
         "backend": graphs.backend,
         "options": {
-            "method": (
-                {r: _method(graphs, r, opts) for r in graphs.roles}
-                if opts.mode in ("int8-static", "int8-smoothquant")
-                else None
-            ),
+            "method": opts.method if opts.mode in ("int8-static", "int8-smoothquant") else None,
             "per_channel": opts.per_channel,
             "alpha": opts.alpha if opts.mode == "int8-smoothquant" else None,
             "op_types": opts.op_types,
             "exclude": opts.exclude,
+            "float_outputs": graphs.kind == "whisper"
+            and opts.mode in ("int8-static", "int8-smoothquant"),
         },
         "files": {r: new.paths[r].name for r in roles},
         "sizes": {r: {"source": graphs.size(r), "converted": new.size(r)} for r in roles},

@@ -24,8 +24,8 @@ from tests.conftest import SHARED_MODELS
 from tests.whisper_models import Clip
 
 SILERO = SHARED_MODELS / "silero-vad" / "silero_vad.onnx"
-MODES = ("int8-smoothquant", "fp16")
-SUFFIX = {"fp16": ".fp16.onnx", "int8-smoothquant": ".int8.onnx"}
+MODES = ("int8-static", "int8-smoothquant", "fp16")
+SUFFIX = {"fp16": ".fp16.onnx", "int8-static": ".int8.onnx", "int8-smoothquant": ".int8.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,8 @@ def test_files_and_report(quantized: tuple[str, Any]) -> None:
     assert ev["references"]
     assert ev["files"] == 1
     assert ev["wer_increase"] <= 10.0
+    if mode != "int8-smoothquant":  # SmoothQuant costs Whisper accuracy (see the benchmark)
+        assert ev["wer_candidate"] == ev["wer_reference"] == 0.0
     assert "tiny.en-decoder" in format_report(report)
 
 
@@ -101,13 +103,15 @@ def test_calibration_and_float_nodes(quantized: tuple[str, Any]) -> None:
     assert report["calibration"]["files"] == 2
     assert report["calibration"]["feeds"]["encoder"] == 2
     assert 20 < report["calibration"]["feeds"]["decoder"] < 64  # every step of two sentences
-    assert report["options"]["method"] == {"encoder": "percentile", "decoder": "minmax"}
+    assert report["options"]["method"] == "minmax"
+    assert report["options"]["float_outputs"]
     enc, dec = report["excluded"]["encoder"], report["excluded"]["decoder"]
     assert sum(n.startswith("Conv") for n in enc) == 2
     assert len(enc) == 2 + 2 * 4  # and per layer: scores and weighted values
     assert len(dec) == 1 + 2 * 2 * 4  # the logits; self and cross attention per layer
-    assert report["smoothquant"]["encoder"]["groups"] > 0
-    assert report["smoothquant"]["decoder"]["groups"] > 0
+    if mode == "int8-smoothquant":
+        assert report["smoothquant"]["encoder"]["groups"] > 0
+        assert report["smoothquant"]["decoder"]["groups"] > 0
 
 
 def test_loads_and_sherpa_onnx_agrees(
