@@ -73,6 +73,10 @@ class DecodingConfig:
     temperature_scale: float = 2.0
     """Divides the joiner's logits for the per-token confidences (``ys_probs``)
     only, as sherpa-onnx's option of that name; decoding is unchanged."""
+    language: str = ""
+    """The spoken language's code (``en``, ``de`` …) for multilingual models
+    (Whisper); ``""`` keeps the model's default (its ``--language``, else
+    detection). Models of one language ignore it."""
 
     def validate(self) -> DecodingConfig:
         normalize_method(self.method)
@@ -92,6 +96,8 @@ class DecodingConfig:
                 f"blank_penalty must be a number in [0, {MAX_SCORE:g}], got {self.blank_penalty}"
             )
         check_score("hotwords_score", self.hotwords_score)
+        if not isinstance(self.language, str) or len(self.language) > 16:
+            raise ConfigError(f"language must be a short code like 'en', got {self.language!r}")
         return self
 
 

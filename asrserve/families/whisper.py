@@ -419,6 +419,18 @@ class WhisperModel:
 
 
 # --- the recognizer ------------------------------------------------------------------------------
+def _check_language(meta: WhisperMeta, language: str) -> None:
+    """A language the model can be prompted with (``""``: its default)."""
+    if meta.is_multilingual:
+        if language and language not in meta.languages:
+            raise ConfigError(
+                f"unknown language {language!r}; the model knows "
+                f"{', '.join(sorted(meta.languages))}"
+            )
+    elif language not in ("", "en"):
+        raise ConfigError(f"language {language!r}: this Whisper model is English-only")
+
+
 class WhisperRecognizer(TdtRecognizer):
     """:class:`~asrserve.families.nemo_tdt.TdtRecognizer`'s streams, VAD and
     results over a :class:`WhisperModel`: each VAD segment is decoded on its
@@ -443,15 +455,8 @@ class WhisperRecognizer(TdtRecognizer):
     ) -> None:
         if task not in _TASKS:
             raise ConfigError(f"task must be one of {', '.join(_TASKS)}, got {task!r}")
-        if model.meta.is_multilingual:
-            if language and language not in model.meta.languages:
-                raise ConfigError(
-                    f"unknown language {language!r}; the model knows "
-                    f"{', '.join(sorted(model.meta.languages))}"
-                )
-        elif language not in ("", "en"):
-            raise ConfigError(f"language {language!r}: this Whisper model is English-only")
-        elif task == "translate":
+        _check_language(model.meta, language)
+        if not model.meta.is_multilingual and task == "translate":
             raise ConfigError("task 'translate': this Whisper model is English-only")
         self.model = model
         self.tokens = tokens
@@ -483,6 +488,7 @@ class WhisperRecognizer(TdtRecognizer):
         if hotword_phrases(hotwords or ()) or cfg.hotwords:
             raise ConfigError("hotwords are not supported by Whisper models (greedy search only)")
         self._check_decoding(cfg)
+        _check_language(self.model.meta, cfg.language)
         detector = VoiceActivityDetector(self.vad, self.vad_config)
         return TdtStream(
             detector, self.feature_config.sample_rate, cfg, (endpoint or self.endpoint).validate()
@@ -503,8 +509,8 @@ class WhisperRecognizer(TdtRecognizer):
     ) -> list[tuple[list[int], list[int]]]:
         """Each segment's text token ids (special tokens left out); no frames."""
         out: list[tuple[list[int], list[int]]] = []
-        for x in audio:
-            ids = self.model.decode(x, self.language, self.task)
+        for x, cfg in zip(audio, configs, strict=True):
+            ids = self.model.decode(x, cfg.language or self.language, self.task)
             out.append(([t for t in ids if t in self.tokens.pieces], []))
         return out
 

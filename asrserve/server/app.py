@@ -925,8 +925,9 @@ class AsrServer:
     async def _admit(self, conn: _Connection, cmds: list[Command]) -> list[Command]:
         """Check what a session's start asks for before it is answered
         (``ready``): hotwords the model cannot spell are ``bad_config`` naming
-        the phrase. Their graph is built on a thread of its own (1,000
-        hotwords take a while), and kept for the decode thread."""
+        the phrase, and so is a language it does not know. Their graph is
+        built on a thread of its own (1,000 hotwords take a while), and kept
+        for the decode thread."""
         start = next(cmd for cmd in cmds if isinstance(cmd, Start))
         cfg = start.config
         pieces = 0
@@ -937,6 +938,11 @@ class AsrServer:
                 pieces = await loop.run_in_executor(
                     self._checks, check, cfg.hotwords, cfg.decoding.hotwords_score
                 )
+            except ConfigError as exc:
+                return conn.session.refuse("bad_config", str(exc))
+        if cfg.decoding.language:  # one the model does not know is refused now
+            try:
+                self.recognizer.create_stream(decoding=cfg.decoding)
             except ConfigError as exc:
                 return conn.session.refuse("bad_config", str(exc))
         cost = session_cost(cfg.decoding, pieces)

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,12 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from asrserve.audio import check_upload_header, upload_blocks
-from asrserve.config import EndpointConfig, ServerConfig
+from asrserve.config import DecodingConfig, EndpointConfig, ServerConfig
 from asrserve.core.events import Result
 from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.segments import segments
 from asrserve.core.stream import segment_end
-from asrserve.errors import AudioFormatError, AudioLimitError
+from asrserve.errors import AudioFormatError, AudioLimitError, ConfigError
 from asrserve.server.auth import Quota
 from asrserve.subtitles import make_cues, to_srt, to_vtt, words_with_times
 
@@ -137,12 +137,13 @@ def transcribe_pieces(
     pieces: Iterable[tuple[int, npt.NDArray[np.float32]]],
     cancelled: threading.Event | None = None,
     on_segment: Callable[[Result], None] | None = None,
+    decoding: DecodingConfig | None = None,
 ) -> Transcript:
     """:func:`transcribe_segments` for audio arriving in ``(sample_rate, samples)``
     pieces (one rate throughout; the stream resamples). Between pieces it
     raises :class:`UploadCancelled` once ``cancelled`` is set; ``on_segment``
     is called with each segment's result as it ends."""
-    stream = recognizer.create_stream(endpoint=EndpointConfig(enabled=True))
+    stream = recognizer.create_stream(decoding=decoding, endpoint=EndpointConfig(enabled=True))
     out = Transcript()
     received, input_rate = 0, 1  # samples of input audio, at its rate
 
@@ -385,7 +386,12 @@ class TranscriptionsRoute:
         if bad:
             msg = f"unsupported timestamp_granularities {bad}; expected segment or word"
             return openai_error(400, msg, param="timestamp_granularities")
-        language = (fields.get("language") or ["en"])[0]
+        language = (fields.get("language") or [""])[0].strip().lower()
+        decoding = replace(self.recognizer.decoding, language=language)
+        try:  # a language the model does not know is the request's fault
+            self.recognizer.create_stream(decoding=decoding.validate())
+        except ConfigError as exc:
+            return openai_error(400, str(exc), param="language")
         c = self.config
         if self.jobs >= c.upload_workers + c.max_queued_uploads:
             self.refused("queue_full")
@@ -398,7 +404,7 @@ class TranscriptionsRoute:
         self.jobs += 1
         events = _EventStream(request) if streamed else None
         try:
-            transcript = await self._transcribe(request, upload, events)
+            transcript = await self._transcribe(request, upload, events, decoding)
         except (AudioLimitError, AudioFormatError) as exc:
             status, code = 400, "invalid_audio"
             if isinstance(exc, AudioLimitError):
@@ -430,13 +436,17 @@ class TranscriptionsRoute:
             ctype = "application/x-subrip" if fmt == "srt" else "text/vtt"
             return web.Response(text=_subtitles(transcript, fmt), content_type=ctype)
         if fmt == "verbose_json":
-            return web.json_response(verbose_json(transcript, language, granularities))
+            return web.json_response(verbose_json(transcript, language or "en", granularities))
         return web.Response(
             text=json.dumps({"text": transcript.text}), content_type="application/json"
         )
 
     async def _transcribe(
-        self, request: web.Request, upload: Upload, events: _EventStream | None = None
+        self,
+        request: web.Request,
+        upload: Upload,
+        events: _EventStream | None = None,
+        decoding: DecodingConfig | None = None,
     ) -> Transcript:
         """Check the header (off the event loop, not in the queue: a refusal is
         immediate), then decode on the upload pool while watching the client;
@@ -460,7 +470,7 @@ class TranscriptionsRoute:
                 loop.call_soon_threadsafe(arrived, delta)
 
         on_segment = post if events is not None else None
-        job = self.executor.submit(self._decode, upload, cancelled, on_segment)
+        job = self.executor.submit(self._decode, upload, cancelled, on_segment, decoding)
         # its result reaches the loop after every delta the worker posted before it
         waiting = asyncio.wrap_future(job)
         waiting.add_done_callback(lambda _: woken.set())
@@ -494,9 +504,10 @@ class TranscriptionsRoute:
         upload: Upload,
         cancelled: threading.Event,
         on_segment: Callable[[Result], None] | None = None,
+        decoding: DecodingConfig | None = None,
     ) -> Transcript:
         pieces = upload_blocks(upload.audio, upload.filename, self.config.max_audio_s, _CHUNK_S)
-        return transcribe_pieces(self.recognizer, pieces, cancelled, on_segment)
+        return transcribe_pieces(self.recognizer, pieces, cancelled, on_segment, decoding)
 
 
 async def _stop(

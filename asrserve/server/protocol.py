@@ -215,9 +215,13 @@ def _is_number(v: Any) -> bool:
 def _decoding_from(obj: Any, base: DecodingConfig) -> DecodingConfig:
     if not isinstance(obj, dict):
         raise ConfigError("'decoding' must be an object")
-    known = {"method", "beam", "max_symbols_per_frame", "blank_penalty"}
+    known = {"method", "beam", "max_symbols_per_frame", "blank_penalty", "language"}
     _refuse_unknown(obj, known, "decoding")
     values: dict[str, Any] = {}
+    if "language" in obj:
+        if not isinstance(obj["language"], str):
+            raise ConfigError("decoding.language must be a string")
+        values["language"] = obj["language"].strip().lower()
     if "method" in obj:
         if not isinstance(obj["method"], str):
             raise ConfigError("decoding.method must be a string")

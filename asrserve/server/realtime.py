@@ -301,7 +301,10 @@ class RealtimeSession:
         transcription = fields.get("input_audio_transcription")
         if isinstance(transcription, dict):
             self.model = str(transcription.get("model") or self.model)
-            self.language = str(transcription.get("language") or self.language)
+            if transcription.get("language"):
+                self.language = str(transcription["language"]).strip().lower()
+                decoding = replace(self.config.decoding, language=self.language)
+                self.config = replace(self.config, decoding=decoding)
             self.prompt = str(transcription.get("prompt") or "")
         return [self._session_event("updated")]
 

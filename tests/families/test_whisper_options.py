@@ -108,3 +108,36 @@ def test_multilingual_language_and_translate_set_the_prompt(
     ]
     with pytest.raises(ConfigError, match="unknown language 'xx'"):
         asrserve.load_model(whisper_base, language="xx")
+
+
+def test_per_stream_language_reaches_the_model(
+    whisper_tiny_en: Path, jfk_clip: Clip, vad_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's ``DecodingConfig.language`` (the OpenAI ``language`` field,
+    the asrserve dialect's ``decoding.language``) is the one the model is
+    prompted with; one the model lacks is refused when the stream is made."""
+    from dataclasses import replace
+
+    import soundfile as sf
+
+    rec = asrserve.load_model(whisper_tiny_en)
+    assert isinstance(rec, WhisperRecognizer)
+    asked: list[str] = []
+    decode = rec.model.decode
+
+    def spy(samples: np.ndarray, language: str = "", task: str = "transcribe") -> list[int]:
+        asked.append(language)
+        return decode(samples, language, task)
+
+    monkeypatch.setattr(rec.model, "decode", spy)
+    x, rate = sf.read(str(jfk_clip.path), dtype="float32")
+    stream = rec.create_stream(decoding=replace(rec.decoding, language="en"))
+    stream.accept_waveform(rate, x)
+    stream.input_finished()
+    while rec.is_ready(stream):
+        rec.decode_stream(stream)
+    assert asked, "the model was never asked"
+    assert set(asked) == {"en"}, asked
+    assert words(rec.get_result(stream).text).endswith(words(jfk_clip.text))
+    with pytest.raises(ConfigError, match="language 'de': this Whisper model is English-only"):
+        rec.create_stream(decoding=replace(rec.decoding, language="de"))

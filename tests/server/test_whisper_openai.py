@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +138,97 @@ def test_openai_realtime_gives_the_jfk_sentence(
     assert "input_audio_buffer.committed" in kinds
     assert kinds[-1] == f"{TRANSCRIPTION}.completed", seen[-1]
     assert words(seen[-1].transcript) == words(jfk.text)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the openai package's websocket use
+def test_a_language_the_model_lacks_is_refused_per_request(
+    recognizer: AnyRecognizer, jfk: whisper_models.Clip
+) -> None:
+    """``language`` per request reaches the model (tiny.en knows English only):
+    HTTP answers 400 with ``param: language``; a realtime session is refused
+    when its audio would start, naming the problem."""
+    import openai
+
+    def client(base: str) -> tuple[Any, list[Any]]:
+        c = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+        with Path(jfk.path).open("rb") as f, pytest.raises(openai.BadRequestError) as refused:
+            c.audio.transcriptions.create(model=MODEL, file=f, language="de")
+        seen: list[Any] = []
+        with c.realtime.connect(model=MODEL) as conn:
+            seen.append(conn.recv())
+            transcription = {"model": MODEL, "language": "de"}
+            conn.session.update(
+                session={
+                    "type": "transcription",
+                    "audio": {"input": {"transcription": transcription}},
+                }
+            )
+            seen.append(conn.recv())
+            conn.input_audio_buffer.append(audio=base64.b64encode(b"\0" * 9600).decode())
+            try:
+                while True:
+                    seen.append(conn.recv())
+            except Exception as exc:
+                seen.append(exc)
+        return refused.value, seen
+
+    refused, seen = serve(recognizer, client)
+    assert refused.status_code == 400
+    assert refused.body["param"] == "language", refused.body
+    assert "English-only" in refused.body["message"], refused.body
+    # the server sends an error event, then closes with 1003 and the same
+    # words; the openai package's sync client reports the close
+    assert "English-only" in str(seen[-1]), seen
+
+
+def test_per_session_language_over_websockets(
+    recognizer: AnyRecognizer, jfk: whisper_models.Clip
+) -> None:
+    """Raw frames: the realtime refusal is an ``error`` event (then close 1003);
+    the asrserve dialect's ``decoding.language`` is checked at ``start``
+    (``bad_config``) and, when known, decodes as without it."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    x, rate = sf.read(str(jfk.path), dtype="float32")
+    pcm = (np.clip(np.asarray(x), -1, 1) * 32767).astype("<i2").tobytes()
+
+    def received(ws: Any) -> list[dict[str, Any]]:
+        out = []
+        with contextlib.suppress(ConnectionClosed):
+            for m in ws:
+                out.append(json.loads(m))
+        return out
+
+    def asrserve_dialect(ws_base: str, language: str) -> list[dict[str, Any]]:
+        with connect(ws_base + "/") as ws:
+            start = {"type": "start", "sample_rate": rate, "format": "s16le"}
+            ws.send(json.dumps({**start, "decoding": {"language": language}}))
+            first = json.loads(ws.recv())  # ready, or the refusal
+            if first["type"] == "ready":
+                ws.send(pcm)
+                ws.send('{"type": "stop"}')
+            return [first, *received(ws)]
+
+    def client(base: str) -> tuple[list[Any], list[Any], list[Any]]:
+        ws_base = base.replace("http://", "ws://")
+        with connect(ws_base + "/v1/realtime?intent=transcription") as ws:
+            transcription = {"model": MODEL, "language": "de"}
+            update = {"input_audio_transcription": transcription}
+            ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "AAAAAA=="}))
+            realtime = received(ws)
+        return realtime, asrserve_dialect(ws_base, "de"), asrserve_dialect(ws_base, "EN")
+
+    realtime, german, english = serve(recognizer, client)
+    errors = [e for e in realtime if e["type"] == "error"]
+    assert len(errors) == 1, realtime
+    assert errors[0]["error"]["code"] == "bad_config"
+    assert "English-only" in errors[0]["error"]["message"]
+    assert [m["type"] for m in german] == ["error"], german  # not ready
+    assert german[0]["code"] == "bad_config"
+    assert "English-only" in german[0]["message"]
+    text = " ".join(m["text"] for m in english if m["type"] == "final")
+    assert words(text) == words(jfk.text), english
