@@ -8,6 +8,7 @@ that returns the exit code, so tests call them without a subprocess.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from asrserve.model_args import add_model_args, load_from_args
 if TYPE_CHECKING:
     from asrserve.config import ServerConfig
     from asrserve.core.segments import Segment
+    from asrserve.server.models import ModelPool
 
 log = logging.getLogger("asrserve")
 
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assert isinstance(sv, LayeredParser)
     sv.layered = True
-    add_model_args(sv)
+    add_model_args(sv, many=True)
     _add_server_args(sv)
 
     h = sub.add_parser(
@@ -215,6 +217,20 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-wait-ms", type=float, default=d.max_wait_ms, help="pace of batched decode steps"
+    )
+    p.add_argument(
+        "--max-loaded-models",
+        type=int,
+        default=d.max_loaded_models,
+        help="models loaded at once (several --model): loading another unloads the least "
+        "recently used idle one; one with open streams never is; 0: no limit",
+    )
+    p.add_argument(
+        "--model-ttl-s",
+        type=float,
+        default=d.model_ttl_s,
+        help="unload a model no stream or upload has used for this long (it loads again on "
+        "its next use); 0: never",
     )
     p.add_argument(
         "--decode-threads",
@@ -427,23 +443,46 @@ def run_serve(args: argparse.Namespace) -> int:
         rule3=EndpointRule(False, 0.0, args.rule3_min_utterance_length),
     )
     configure_logging("debug" if args.verbose else args.log_level, args.log_format)
-    # idle inference threads must not steal the event loop's core: no spinning
-    recognizer = load_from_args(args, endpoint=endpoint, spin=False)
+    models = served_models(args, endpoint)
+    # the default model loads now (a bad one stops the server here); others on first use
+    recognizer = models.entries[models.default].load()
     try:
-        asyncio.run(run_server(recognizer, config, check=False, model_name=_model_name(args)))
+        asyncio.run(run_server(recognizer, config, check=False, models=models))
     except ConfigError as exc:  # the address cannot be bound, the TLS files do not load …
         print(f"asrserve serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
 
 
-def _model_name(args: argparse.Namespace) -> str:
-    """What the server calls its model: a catalog name, a directory's name."""
+def served_models(args: argparse.Namespace, endpoint: Any) -> ModelPool:
+    """``serve``'s models: every ``--model [NAME=]DIR`` (the demo model when
+    none), named, each loaded with the same model options when first used."""
+    import asrserve
+    from asrserve.errors import ConfigError
+    from asrserve.server.models import ModelEntry, ModelPool
+
+    entries = []
+    for given in args.model or [None]:
+        name, source = _named_model(given)
+        if not name:
+            raise ConfigError(f"--model {given!r}: the name before '=' is empty")
+        one = argparse.Namespace(**{**vars(args), "model": source})
+        # idle inference threads must not steal the event loop's core: no spinning
+        load = functools.partial(load_from_args, one, endpoint=endpoint, spin=False)
+        entries.append(ModelEntry(name, source or asrserve.DEFAULT_MODEL, load))
+    return ModelPool(entries, max_loaded=args.max_loaded_models, ttl_s=args.model_ttl_s)
+
+
+def _named_model(given: str | None) -> tuple[str, str | None]:
+    """``NAME=DIR`` → (NAME, DIR); a directory or catalog name → (its name, it)."""
     import asrserve
 
-    if args.model is None:
-        return asrserve.DEFAULT_MODEL
-    return Path(args.model).name or str(args.model)
+    if given is None:
+        return asrserve.DEFAULT_MODEL, None
+    name, eq, source = given.partition("=")
+    if eq and "/" not in name:
+        return name.strip(), source
+    return Path(given).name or given, given
 
 
 def _render(

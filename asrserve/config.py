@@ -223,6 +223,8 @@ class ServerConfig:
     body_timeout_s: float = 60.0  # a request body must arrive within this of its head
     max_pending_connections: int = 256  # connections not (yet) streams; oldest idle dropped
     isolate_batches: bool = False  # per-stream encoder runs for batch-dependent (int8) models
+    max_loaded_models: int = 0  # models loaded at once; the idle least recently used goes; 0: all
+    model_ttl_s: float = 0.0  # unload a model idle this long (the default too); 0: never
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port <= 65535:
@@ -241,7 +243,7 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_connections_per_ip", "max_streams_per_token"):
+        for name in ("max_connections_per_ip", "max_streams_per_token", "max_loaded_models"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0: no limit), got {getattr(self, name)}")
         if self.max_queued_uploads < 0:
@@ -277,4 +279,6 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not (math.isfinite(self.model_ttl_s) and self.model_ttl_s >= 0):
+            raise ConfigError(f"model_ttl_s must be >= 0 (0: never), got {self.model_ttl_s}")
         return self

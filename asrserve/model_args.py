@@ -16,8 +16,22 @@ if TYPE_CHECKING:
     from asrserve.core.interfaces import AnyRecognizer
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model directory or catalog name (default: demo)")
+def add_model_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """The options that load a model; ``many``: ``--model`` repeats (``serve``)."""
+    if many:
+        p.add_argument(
+            "--model",
+            action="append",
+            default=None,
+            metavar="[NAME=]DIR",
+            help="a model directory or catalog name, optionally named (NAME=DIR; else the "
+            "directory's or catalog name); repeat to serve several, the first is the default "
+            "(default: demo)",
+        )
+    else:
+        p.add_argument(
+            "--model", default=None, help="model directory or catalog name (default: demo)"
+        )
     p.add_argument(
         "--precision",
         default="auto",

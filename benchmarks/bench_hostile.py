@@ -505,7 +505,7 @@ class Server:
                 text = r.read().decode()
         except OSError:
             return None
-        m = re.search(r"^asrserve_active_streams (\S+)$", text, re.M)
+        m = re.search(r"^asrserve_active_streams\{[^}]*\} (\S+)$", text, re.M)
         return float(m.group(1)) if m else None
 
     def log_problems(self) -> list[str]:

@@ -313,8 +313,9 @@ class Server:
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(" ")
-            if line and not line.startswith("#") and "{" not in name:
-                out[name] = float(value)
+            if line and not line.startswith("#") and name.count("=") == 1:  # model label only
+                key = name.partition("{")[0]
+                out[key] = out.get(key, 0.0) + float(value)
         return out
 
     def alive(self) -> bool:

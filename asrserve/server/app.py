@@ -18,14 +18,11 @@ import signal
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
-from pathlib import Path
-from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -34,7 +31,7 @@ from asrserve._compat import timeout
 from asrserve.config import ServerConfig
 from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.selfcheck import check_model
-from asrserve.errors import ConfigError
+from asrserve.errors import AsrServeError, ConfigError
 from asrserve.logs import ACCESS_LOGGER, redact
 from asrserve.server.auth import (
     Quota,
@@ -51,7 +48,15 @@ from asrserve.server.connections import (
     quiet_loop_errors,
 )
 from asrserve.server.frames import MaskedWebSocketResponse
-from asrserve.server.metrics import Metrics
+from asrserve.server.metrics import Metrics, render_metrics
+from asrserve.server.models import (
+    ModelEntry,
+    ModelPool,
+    ModelsBusyError,
+    ServedModel,
+    UnknownModelError,
+    model_summary,
+)
 from asrserve.server.openai_api import TranscriptionsRoute, openai_error
 from asrserve.server.protocol import (
     CLOSE_GOING_AWAY,
@@ -264,32 +269,6 @@ _ACCESS: ContextVar[_Access | None] = ContextVar("asrserve_access", default=None
 access middleware; handlers add what they know)."""
 
 
-def model_summary(recognizer: AnyRecognizer) -> tuple[str, str]:
-    """The family and precision of a loaded model, for the startup line.
-
-    Precision is read from the names of the graph files the model holds
-    (``*.int8.onnx``, an ``int8-dynamic/`` folder …): one word when all
-    agree, else ``mixed (encoder int8, decoder fp32 …)``; ``unknown`` when
-    the model names no files."""
-    model = recognizer.model
-    family = model.family or type(model).__name__
-    precisions = {role: _precision_of(Path(g.path)) for role, g in model.graphs().items()}
-    kinds = sorted(set(precisions.values()))
-    if not kinds:
-        return family, "unknown"
-    if len(kinds) == 1:
-        return family, kinds[0]
-    return family, "mixed (" + ", ".join(f"{r} {p}" for r, p in precisions.items()) + ")"
-
-
-def _precision_of(path: Path) -> str:
-    names = [path.name.lower(), path.parent.name.lower()]
-    for word in ("int8", "fp16"):
-        if any(f".{word}." in n or n.startswith(word) or f"_{word}" in n for n in names):
-            return word
-    return "fp32"
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -346,10 +325,24 @@ class _Connection:
         self.token: str | None = None  # the token it came with (auth on): SIGHUP may revoke it
         self.revoking: asyncio.Task[None] | None = None
         self.cost = 0.0  # against --max-total-cost, once its start is admitted
+        self.model = ""  # the model's name (asked at connect, resolved; final at start)
+        self.served: ServedModel | None = None  # the model in use, once started
+
+
+@dataclass
+class _Lanes:
+    """What the server runs for one loaded model: its own scheduler (decode
+    threads that batch only its streams) and what a default session costs."""
+
+    scheduler: Scheduler
+    default_cost: float
 
 
 class AsrServer:
-    """``async with AsrServer(recognizer, config) as server: await server.wait()``."""
+    """``async with AsrServer(recognizer, config) as server: await server.wait()``.
+
+    ``recognizer`` is the default model, loaded; ``models`` (optional) configures
+    more, by name, loaded on first use (its first entry is the default's)."""
 
     def __init__(
         self,
@@ -358,27 +351,23 @@ class AsrServer:
         defaults: SessionConfig | None = None,
         *,
         model_name: str = "asrserve",
+        models: ModelPool | None = None,
     ) -> None:
         self.config = (config or ServerConfig()).validate()
-        self.recognizer = recognizer
-        if self.config.isolate_batches:
-            recognizer.isolate_batches = True
-        self.model_name = model_name
-        self._created = int(time.time())  # the model object's "created"
+        self._rate = recognizer.feature_config.sample_rate
+        self._summary = model_summary(recognizer)  # the default model's, for the ready line
+        if models is None:
+            models = ModelPool([ModelEntry(model_name, model_name, lambda: recognizer)])
+        self.models = models
+        self.model_name = models.default
         self.defaults = defaults or SessionConfig(
             sample_rate=self.config.sample_rate,
             decoding=recognizer.decoding,
             hotwords=recognizer.decoding.hotwords,
             endpoint=recognizer.endpoint,
         )
-        self.metrics = Metrics()
+        self._model_metrics = {name: Metrics() for name in models.names}
         fewer_malloc_arenas()  # before any thread of ours allocates
-        self.scheduler = Scheduler(
-            recognizer,
-            self.config.max_batch_size,
-            self.metrics,
-            max_wait_s=self.config.max_wait_ms / 1000.0,
-        )
         # outcomes handed over by the decode threads, taken on the event loop
         self._inbox: list[tuple[StreamSlot, list[Outcome]]] = []
         self._inbox_lock = threading.Lock()
@@ -410,20 +399,69 @@ class AsrServer:
         self._uploads = ThreadPoolExecutor(c.upload_workers, thread_name_prefix="asrserve-upload")
         # sessions' hotwords are checked (compiled) here, one at a time, off the loop
         self._checks = ThreadPoolExecutor(1, thread_name_prefix="asrserve-hotwords")
-        d = self.defaults
-        pieces = recognizer.check_hotwords(d.hotwords, d.decoding.hotwords_score)
-        self._default_cost = session_cost(d.decoding, pieces)
-        """What a session with the server's defaults costs: never refused by the budget."""
+        self._sweeper: asyncio.Task[None] | None = None
+        models.bind(self._start_model, self._stop_model)
+        models.add_loaded(models.default, recognizer)
         # uploads count as connections: beside the streams, and per client address
         self._transcriptions = TranscriptionsRoute(
-            recognizer,
+            models,
             self._uploads,
             c,
-            model_name,
             per_ip=self._per_ip,
             streams=lambda: len(self._open),
             refused=self._count_error,
         )
+
+    # --- the models -----------------------------------------------------------
+    def _start_model(self, name: str, recognizer: AnyRecognizer) -> _Lanes:
+        """A model just loaded: its scheduler (started when the server is)."""
+        if self.config.isolate_batches:
+            recognizer.isolate_batches = True
+        scheduler = Scheduler(
+            recognizer,
+            self.config.max_batch_size,
+            self._model_metrics[name],
+            max_wait_s=self.config.max_wait_ms / 1000.0,
+        )
+        if self._loop is not None:
+            scheduler.start(self._hand_over, self.config.decode_threads)
+        d = self.defaults
+        pieces = recognizer.check_hotwords(d.hotwords, d.decoding.hotwords_score)
+        # what a session with the server's defaults costs: never refused by the budget
+        return _Lanes(scheduler, session_cost(d.decoding, pieces))
+
+    @staticmethod
+    def _stop_model(served: ServedModel) -> None:
+        """An unloaded model: its decode threads end (blocking)."""
+        lanes: _Lanes = served.parts
+        lanes.scheduler.stop()
+
+    def _metrics_of(self, model: str) -> Metrics:
+        """A model's counters; the default's for ``""`` (no model chosen yet)."""
+        return self._model_metrics.get(model) or self.metrics
+
+    @property
+    def metrics(self) -> Metrics:
+        """The default model's counters (every model's are in ``/metrics``)."""
+        return self._model_metrics[self.model_name]
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The default model's scheduler (while it is loaded)."""
+        served = self.models.get(self.model_name)
+        assert served is not None, "the default model is not loaded"
+        lanes: _Lanes = served.parts
+        return lanes.scheduler
+
+    async def _sweep_models(self) -> None:
+        """Unload models idle past --model-ttl-s (checked every ttl/4, >= 1 s)."""
+        every = max(1.0, self.models.ttl_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.models.sweep()
+            except Exception:  # never let the sweeper die silently
+                log.exception("unloading idle models failed")
 
     # --- lifecycle ----------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
@@ -494,7 +532,9 @@ class AsrServer:
             info.log(status, loop.time() - started)
             if not info.websocket:
                 route = request.path if request.path in _COUNTED_ROUTES else "other"
-                self.metrics.count_request(route, status, float(request.get("audio_s", 0.0)))
+                self._metrics_of(request.get("model", "")).count_request(
+                    route, status, float(request.get("audio_s", 0.0))
+                )
 
     def _body_timed_out(self, request: web.Request, info: _Access) -> None:
         """A request body still unfinished ``body_timeout_s`` after its head:
@@ -517,8 +557,9 @@ class AsrServer:
         asyncio.get_running_loop().call_later(1.0, transport.abort)
 
     def _count_error(self, code: str, conn: _Connection | None = None) -> None:
-        """Count an error in the metrics and name it in the access line."""
-        self.metrics.count_error(code)
+        """Count an error in the metrics (the stream's model's; else the
+        default's) and name it in the access line."""
+        self._metrics_of(conn.model if conn is not None else "").count_error(code)
         if conn is not None:
             conn.error = code
         else:
@@ -590,7 +631,11 @@ class AsrServer:
             raise _listen_error(c.host, c.port, exc) from None
         self._restore_loop_handler = quiet_loop_errors(loop, self._accept_errors)
         self._loop = loop
-        self.scheduler.start(self._hand_over, self.config.decode_threads)
+        for served in self.models.loaded:
+            lanes: _Lanes = served.parts
+            lanes.scheduler.start(self._hand_over, self.config.decode_threads)
+        if self.models.ttl_s:
+            self._sweeper = asyncio.create_task(self._sweep_models())
         self._log_startup()
 
     def urls(self) -> list[str]:
@@ -606,7 +651,7 @@ class AsrServer:
     def _log_startup(self) -> None:
         """The one INFO line that says the server is ready, and where."""
         c = self.config
-        family, precision = model_summary(self.recognizer)
+        family, precision = self._summary
         urls = self.urls()
         host = c.host if c.host not in ("0.0.0.0", "::", "") else "localhost"
         page = f"http{'s' if self._ssl else ''}://{_url_host(host)}:{self.port}/"
@@ -616,6 +661,7 @@ class AsrServer:
             extra={
                 "fields": {
                     "model": self.model_name,
+                    **({"models": self.models.names} if len(self.models.names) > 1 else {}),
                     "family": family,
                     "precision": precision,
                     "page": page,
@@ -663,7 +709,9 @@ class AsrServer:
             self._restore_loop_handler()
         self._accept_errors.cancel()
         self._body_timeouts.cancel()
-        await asyncio.to_thread(self.scheduler.stop)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.models.close()
         self._uploads.shutdown(wait=True)
         self._checks.shutdown(wait=True)
 
@@ -682,34 +730,28 @@ class AsrServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(
-            body=self.metrics.render().encode(),
+            body=render_metrics(self._model_metrics).encode(),
             headers={"Content-Type": "text/plain; version=0.0.4", "Cache-Control": "no-cache"},
         )
 
-    def _model_object(self) -> dict[str, Any]:
-        """The served model as OpenAI describes a model."""
-        return {
-            "id": self.model_name,
-            "object": "model",
-            "created": self._created,
-            "owned_by": "asrserve",
-        }
-
     async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._model_object()]})
+        """Every configured model, loaded or not (see :meth:`ModelPool.describe`)."""
+        data = [self.models.describe(name) for name in self.models.names]
+        return web.json_response({"object": "list", "data": data})
 
     async def _model(self, request: web.Request) -> web.Response:
         """``GET /v1/models/{id}``: the model, or OpenAI's 404 for another id."""
         wanted = request.match_info["model_id"]
-        if wanted != self.model_name:
+        if wanted not in self.models.entries:
             shown = wanted if len(wanted) <= 64 else wanted[:64] + "…"
+            known = ", ".join(repr(n) for n in self.models.names)
             return openai_error(
                 404,
-                f"The model {shown!r} does not exist; this server serves {self.model_name!r}",
+                f"The model {shown!r} does not exist; this server serves {known}",
                 param="model",
                 code="model_not_found",
             )
-        return web.json_response(self._model_object())
+        return web.json_response(self.models.describe(wanted))
 
     def _refusal(self) -> web.Response | None:
         """Why a new stream cannot start now, as the HTTP answer to its upgrade."""
@@ -735,7 +777,12 @@ class AsrServer:
                     body=body, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
                 )
             return _text(HTTPStatus.NOT_FOUND, f"no such page: {request.path}\n")
-        return await self._stream(request, None)
+        # the model: /models/NAME (sherpa-onnx's clients cannot say it in the
+        # stream), ?model=NAME, or the asrserve dialect's start; else the default
+        model = request.query.get("model", "")
+        if request.path.startswith("/models/"):
+            model = request.path.removeprefix("/models/").strip("/")
+        return await self._stream(request, None, model)
 
     @staticmethod
     def _note(code: str) -> None:
@@ -754,16 +801,23 @@ class AsrServer:
             return openai_error(400, msg, param="intent")
         model = request.query.get("model", self.model_name)
         shape = opening_shape(request.query, request.headers)
-        session = RealtimeSession(self.defaults, model, shape)
-        return await self._stream(request, session)
+        session = RealtimeSession(replace(self.defaults, model=model), model, shape)
+        return await self._stream(request, session, model)
 
     async def _stream(
-        self, request: web.Request, session: WireSession | None
+        self, request: web.Request, session: WireSession | None, model: str = ""
     ) -> web.StreamResponse:
         """Admit (or refuse, before the upgrade), upgrade, and run one stream."""
         refusal = self._refusal()
         if refusal is not None:
             return refusal
+        try:
+            self.models.resolve(model)
+        except UnknownModelError as exc:
+            self._count_error("model_not_found")
+            if request.path.startswith("/v1/"):
+                return openai_error(404, str(exc), param="model", code="model_not_found")
+            return _text(HTTPStatus.NOT_FOUND, f"{exc}\n")
         address = request.remote or "?"
         # streams per token count only where tokens are required
         presented = presented_token(request.headers, request.query)
@@ -790,7 +844,9 @@ class AsrServer:
             if access is not None:
                 access.websocket = True
             socket_ = _Socket(ws, request.transport)
-            await self._handle(socket_, session, access, token=presented if token else None)
+            await self._handle(
+                socket_, session, access, token=presented if token else None, model=model
+            )
         finally:
             self._per_ip.release(address)
             self._per_token.release(token)
@@ -841,16 +897,18 @@ class AsrServer:
         access: _Access | None = None,
         *,
         token: str | None = None,
+        model: str = "",
     ) -> None:
         if session is None:
-            session = Session(self.defaults, self.recognizer.feature_config.sample_rate)
+            session = Session(replace(self.defaults, model=model), self._rate)
         conn = _Connection(ws, session)
         conn.token = token
+        conn.model = self.models.resolve(model)  # checked before the upgrade
         for cmd in session.opening():
             await self._apply(conn, cmd)
         self._open.add(conn)
-        self.metrics.active_streams = len(self._open)
-        self.metrics.connections_total += 1
+        self._metrics_of(conn.model).active_streams += 1
+        self._metrics_of(conn.model).connections_total += 1
         sender = asyncio.create_task(self._send_loop(conn))
         try:
             try:
@@ -870,7 +928,9 @@ class AsrServer:
                 self._conns.pop(id(conn.slot), None)
             self._paused.discard(conn)
             self._open.discard(conn)
-            self.metrics.active_streams = len(self._open)
+            self._metrics_of(conn.model).active_streams -= 1
+            if conn.served is not None:
+                self.models.release(conn.served)
             if access is not None:
                 access.dialect = session.dialect_name
                 access.audio_s = conn.audio_s
@@ -930,10 +990,21 @@ class AsrServer:
         for the decode thread."""
         start = next(cmd for cmd in cmds if isinstance(cmd, Start))
         cfg = start.config
+        try:  # the model it asks for, loaded if it is not (other streams go on)
+            served = await self.models.acquire(cfg.model or conn.model)
+        except (UnknownModelError, ModelsBusyError) as exc:
+            code = "busy" if isinstance(exc, ModelsBusyError) else "bad_config"
+            return conn.session.refuse(code, str(exc))
+        except AsrServeError as exc:  # its files: missing, truncated, foreign …
+            log.error("model %r failed to load: %s", cfg.model or conn.model, exc)
+            return conn.session.refuse("model_load_failed", str(exc), CLOSE_INTERNAL)
+        self._move(conn, served)
+        recognizer = served.recognizer
+        lanes: _Lanes = served.parts
         pieces = 0
         if cfg.hotwords:
             loop = asyncio.get_running_loop()
-            check = self.recognizer.check_hotwords
+            check = recognizer.check_hotwords
             try:
                 pieces = await loop.run_in_executor(
                     self._checks, check, cfg.hotwords, cfg.decoding.hotwords_score
@@ -942,22 +1013,32 @@ class AsrServer:
                 return conn.session.refuse("bad_config", str(exc))
         if cfg.decoding.language:  # one the model does not know is refused now
             try:
-                self.recognizer.create_stream(decoding=cfg.decoding)
+                recognizer.create_stream(decoding=cfg.decoding)
             except ConfigError as exc:
                 return conn.session.refuse("bad_config", str(exc))
         cost = session_cost(cfg.decoding, pieces)
-        refusal = self._over_budget(cost, cfg.decoding.beam, pieces)
+        refusal = self._over_budget(cost, cfg.decoding.beam, pieces, lanes.default_cost)
         if refusal is not None:
             return conn.session.refuse(*refusal)
         conn.cost = cost  # no await since the budget was checked
         return cmds
 
-    def _over_budget(self, cost: float, beam: int, pieces: int) -> tuple[str, str, int] | None:
+    def _move(self, conn: _Connection, served: ServedModel) -> None:
+        """The stream uses ``served`` (counted under its name from now on)."""
+        conn.served = served
+        if served.name != conn.model:
+            self._metrics_of(conn.model).active_streams -= 1
+            self._metrics_of(served.name).active_streams += 1
+            conn.model = served.name
+
+    def _over_budget(
+        self, cost: float, beam: int, pieces: int, default_cost: float
+    ) -> tuple[str, str, int] | None:
         """Why a session of ``cost`` is refused (code, message, close code), if it
         is: over --max-session-cost (bad_config), or over what --max-total-cost
         leaves (busy). Sessions that cost no more than the defaults pass."""
         c = self.config
-        if cost <= self._default_cost:
+        if cost <= default_cost:
             return None
         what = f"session cost {cost:g} (beam {beam} + {pieces} hotword pieces / 100)"
         if c.max_session_cost and cost > c.max_session_cost:
@@ -991,9 +1072,11 @@ class AsrServer:
 
     async def _apply(self, conn: _Connection, cmd: Command) -> None:
         if isinstance(cmd, Start):
+            assert conn.served is not None, "a start is admitted before it is applied"
+            lanes: _Lanes = conn.served.parts
             conn.slot = StreamSlot(cmd.config)
             self._conns[id(conn.slot)] = conn
-            self.scheduler.add(conn.slot)
+            lanes.scheduler.add(conn.slot)
         elif isinstance(cmd, Send | Close):
             if isinstance(cmd, SendError):
                 self._count_error(cmd.code, conn)
@@ -1124,6 +1207,7 @@ async def run_server(
     *,
     check: bool = True,
     model_name: str = "asrserve",
+    models: ModelPool | None = None,
 ) -> None:
     """Check the model (unless the caller did), serve until SIGINT/SIGTERM,
     then shut down gracefully. A port that cannot be bound raises
@@ -1134,7 +1218,7 @@ async def run_server(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AsrServer(recognizer, config, model_name=model_name) as server:
+    async with AsrServer(recognizer, config, model_name=model_name, models=models) as server:
         loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         await stop.wait()
         log.info("shutting down: finishing open streams")

@@ -21,14 +21,18 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    def samples(self, name: str, labels: str) -> list[str]:
+        """Its sample lines; ``labels`` (``k="v",…``) go on each."""
+        lines = []
         cumulative = 0
         for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
             cumulative += n
             le = "+Inf" if bound == float("inf") else f"{bound:g}"
-            lines.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
-        lines += [f"{name}_sum {self.sum:.6f}", f"{name}_count {self.count}"]
+            lines.append(f'{name}_bucket{{le="{le}",{labels}}} {cumulative}')
+        lines += [
+            f"{name}_sum{{{labels}}} {self.sum:.6f}",
+            f"{name}_count{{{labels}}} {self.count}",
+        ]
         return lines
 
 
@@ -65,52 +69,61 @@ class Metrics:
             self.http_requests[(route, status)] += 1
             self.upload_audio_seconds += audio_seconds
 
-    def render(self) -> str:
+    def families(self, model: str) -> list[tuple[str, str, str, list[str]]]:
+        """Every series as (name, type, help, sample lines), labelled ``model``."""
+        m = f'model="{_escape(model)}"'
         with self._lock:
             rtf = self.decode_seconds / self.audio_seconds if self.audio_seconds else 0.0
-            lines = [
-                "# HELP asrserve_active_streams Open WebSocket sessions.",
-                "# TYPE asrserve_active_streams gauge",
-                f"asrserve_active_streams {self.active_streams}",
-                "# HELP asrserve_connections_total Sessions accepted since start.",
-                "# TYPE asrserve_connections_total counter",
-                f"asrserve_connections_total {self.connections_total}",
-                "# HELP asrserve_rejected_connections_total Handshakes refused (server full).",
-                "# TYPE asrserve_rejected_connections_total counter",
-                f"asrserve_rejected_connections_total {self.rejected_total}",
-                "# HELP asrserve_audio_seconds_total Seconds of audio decoded.",
-                "# TYPE asrserve_audio_seconds_total counter",
-                f"asrserve_audio_seconds_total {self.audio_seconds:.3f}",
-                "# HELP asrserve_decode_seconds_total Seconds spent in batched decode calls.",
-                "# TYPE asrserve_decode_seconds_total counter",
-                f"asrserve_decode_seconds_total {self.decode_seconds:.3f}",
-                "# HELP asrserve_real_time_factor Decode seconds per audio second since start.",
-                "# TYPE asrserve_real_time_factor gauge",
-                f"asrserve_real_time_factor {rtf:.4f}",
-                "# HELP asrserve_errors_total Errors sent to clients, by code.",
-                "# TYPE asrserve_errors_total counter",
-            ]
-            lines += [
-                f'asrserve_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())
-            ]
-            lines += [
-                "# HELP asrserve_http_requests_total Plain HTTP requests answered, by route "
-                "and status.",
-                "# TYPE asrserve_http_requests_total counter",
-            ]
-            lines += [
-                f'asrserve_http_requests_total{{route="{r}",status="{s}"}} {n}'
-                for (r, s), n in sorted(self.http_requests.items())
-            ]
-            lines += [
-                "# HELP asrserve_upload_audio_seconds_total Seconds of uploaded audio transcribed.",
-                "# TYPE asrserve_upload_audio_seconds_total counter",
-                f"asrserve_upload_audio_seconds_total {self.upload_audio_seconds:.3f}",
-            ]
-            lines += self.batch_size.render(
-                "asrserve_batch_size", "Streams advanced by one encoder call."
-            )
-            lines += self.decode_latency.render(
-                "asrserve_decode_latency_seconds", "Wall time of one batched decode call."
-            )
-        return "\n".join(lines) + "\n"
+            return [
+                ("asrserve_active_streams", "gauge", "Open WebSocket sessions.",
+                 [f"asrserve_active_streams{{{m}}} {self.active_streams}"]),
+                ("asrserve_connections_total", "counter", "Sessions accepted since start.",
+                 [f"asrserve_connections_total{{{m}}} {self.connections_total}"]),
+                ("asrserve_rejected_connections_total", "counter",
+                 "Handshakes refused (server full).",
+                 [f"asrserve_rejected_connections_total{{{m}}} {self.rejected_total}"]),
+                ("asrserve_audio_seconds_total", "counter", "Seconds of audio decoded.",
+                 [f"asrserve_audio_seconds_total{{{m}}} {self.audio_seconds:.3f}"]),
+                ("asrserve_decode_seconds_total", "counter",
+                 "Seconds spent in batched decode calls.",
+                 [f"asrserve_decode_seconds_total{{{m}}} {self.decode_seconds:.3f}"]),
+                ("asrserve_real_time_factor", "gauge",
+                 "Decode seconds per audio second since start.",
+                 [f"asrserve_real_time_factor{{{m}}} {rtf:.4f}"]),
+                ("asrserve_errors_total", "counter", "Errors sent to clients, by code.",
+                 [f'asrserve_errors_total{{code="{c}",{m}}} {n}'
+                  for c, n in sorted(self.errors.items())]),
+                ("asrserve_http_requests_total", "counter",
+                 "Plain HTTP requests answered, by route and status.",
+                 [f'asrserve_http_requests_total{{route="{r}",status="{st}",{m}}} {n}'
+                  for (r, st), n in sorted(self.http_requests.items())]),
+                ("asrserve_upload_audio_seconds_total", "counter",
+                 "Seconds of uploaded audio transcribed.",
+                 [f"asrserve_upload_audio_seconds_total{{{m}}} {self.upload_audio_seconds:.3f}"]),
+                ("asrserve_batch_size", "histogram", "Streams advanced by one encoder call.",
+                 self.batch_size.samples("asrserve_batch_size", m)),
+                ("asrserve_decode_latency_seconds", "histogram",
+                 "Wall time of one batched decode call.",
+                 self.decode_latency.samples("asrserve_decode_latency_seconds", m)),
+            ]  # fmt: skip
+
+    def render(self, model: str = "") -> str:
+        """This model's series alone (``render_metrics`` gives all models')."""
+        return render_metrics({model: self})
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(by_model: dict[str, Metrics]) -> str:
+    """Every model's series in the Prometheus text format, each family's
+    HELP and TYPE once, every sample labelled with its ``model``."""
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for model, metrics in by_model.items():
+        for name, kind, help_text, samples in metrics.families(model):
+            families.setdefault(name, (kind, help_text, []))[2].extend(samples)
+    lines: list[str] = []
+    for name, (kind, help_text, samples) in families.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+    return "\n".join(lines) + "\n"

@@ -45,8 +45,9 @@ from asrserve.core.events import Result
 from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.segments import segments
 from asrserve.core.stream import segment_end
-from asrserve.errors import AudioFormatError, AudioLimitError, ConfigError
+from asrserve.errors import AsrServeError, AudioFormatError, AudioLimitError, ConfigError
 from asrserve.server.auth import Quota
+from asrserve.server.models import ModelPool, ModelsBusyError, UnknownModelError
 from asrserve.subtitles import make_cues, to_srt, to_vtt, words_with_times
 
 log = logging.getLogger("asrserve.server")
@@ -311,20 +312,18 @@ class TranscriptionsRoute:
 
     def __init__(
         self,
-        recognizer: AnyRecognizer,
+        models: ModelPool,
         executor: concurrent.futures.Executor,
         config: ServerConfig,
-        model: str,
         *,
         per_ip: Quota | None = None,
         streams: Callable[[], int] = lambda: 0,
         refused: Callable[[str], None] = lambda code: None,
     ) -> None:
-        self.recognizer = recognizer
+        self.models = models
         self.executor = executor
         self.config = config
         self.max_upload_bytes = config.max_upload_bytes
-        self.model = model
         self.per_ip = per_ip or Quota(0)
         self.streams = streams
         self.refused = refused
@@ -387,11 +386,12 @@ class TranscriptionsRoute:
             msg = f"unsupported timestamp_granularities {bad}; expected segment or word"
             return openai_error(400, msg, param="timestamp_granularities")
         language = (fields.get("language") or [""])[0].strip().lower()
-        decoding = replace(self.recognizer.decoding, language=language)
-        try:  # a language the model does not know is the request's fault
-            self.recognizer.create_stream(decoding=decoding.validate())
-        except ConfigError as exc:
-            return openai_error(400, str(exc), param="language")
+        model = (fields.get("model") or [""])[0]
+        try:
+            self.models.resolve(model)
+        except UnknownModelError as exc:
+            self.refused("model_not_found")
+            return openai_error(404, str(exc), param="model", code="model_not_found")
         c = self.config
         if self.jobs >= c.upload_workers + c.max_queued_uploads:
             self.refused("queue_full")
@@ -402,9 +402,29 @@ class TranscriptionsRoute:
             )
             return openai_error(429, msg, code="rate_limit_exceeded", retry_after=RETRY_AFTER_S)
         self.jobs += 1
+        try:  # loaded if it is not: other models go on serving meanwhile
+            served = await self.models.acquire(model)
+        except ModelsBusyError as exc:
+            self.jobs -= 1
+            self.refused("busy")
+            return openai_error(503, str(exc), code="models_busy", retry_after=RETRY_AFTER_S)
+        except AsrServeError as exc:  # its files: missing, truncated, foreign …
+            self.jobs -= 1
+            log.error("model %r failed to load: %s", model, exc)
+            self.refused("model_load_failed")
+            return openai_error(500, str(exc), param="model", code="model_load_failed")
+        request["model"] = served.name  # for /metrics
+        recognizer = served.recognizer
+        decoding = replace(recognizer.decoding, language=language)
+        try:  # a language the model does not know is the request's fault
+            recognizer.create_stream(decoding=decoding.validate())
+        except ConfigError as exc:
+            self.jobs -= 1
+            self.models.release(served)
+            return openai_error(400, str(exc), param="language")
         events = _EventStream(request) if streamed else None
         try:
-            transcript = await self._transcribe(request, upload, events, decoding)
+            transcript = await self._transcribe(request, upload, recognizer, events, decoding)
         except (AudioLimitError, AudioFormatError) as exc:
             status, code = 400, "invalid_audio"
             if isinstance(exc, AudioLimitError):
@@ -427,6 +447,7 @@ class TranscriptionsRoute:
             return await events.error(500, "internal error while transcribing", code=None)
         finally:
             self.jobs -= 1
+            self.models.release(served)
         request["audio_s"] = transcript.duration  # for the access record and /metrics
         if events is not None:
             return await events.done(transcript)
@@ -445,6 +466,7 @@ class TranscriptionsRoute:
         self,
         request: web.Request,
         upload: Upload,
+        recognizer: AnyRecognizer,
         events: _EventStream | None = None,
         decoding: DecodingConfig | None = None,
     ) -> Transcript:
@@ -470,7 +492,9 @@ class TranscriptionsRoute:
                 loop.call_soon_threadsafe(arrived, delta)
 
         on_segment = post if events is not None else None
-        job = self.executor.submit(self._decode, upload, cancelled, on_segment, decoding)
+        job = self.executor.submit(
+            self._decode, upload, recognizer, cancelled, on_segment, decoding
+        )
         # its result reaches the loop after every delta the worker posted before it
         waiting = asyncio.wrap_future(job)
         waiting.add_done_callback(lambda _: woken.set())
@@ -502,12 +526,13 @@ class TranscriptionsRoute:
     def _decode(
         self,
         upload: Upload,
+        recognizer: AnyRecognizer,
         cancelled: threading.Event,
         on_segment: Callable[[Result], None] | None = None,
         decoding: DecodingConfig | None = None,
     ) -> Transcript:
         pieces = upload_blocks(upload.audio, upload.filename, self.config.max_audio_s, _CHUNK_S)
-        return transcribe_pieces(self.recognizer, pieces, cancelled, on_segment, decoding)
+        return transcribe_pieces(recognizer, pieces, cancelled, on_segment, decoding)
 
 
 async def _stop(

@@ -91,6 +91,8 @@ class SessionConfig:
     every_chunk: bool = False
     """A result after every decoded chunk, changed or not, and a final at every
     endpoint, empty or not (sherpa-onnx's server does so)."""
+    model: str = ""
+    """The model asked for by name (``""``: the connection's, else the server's default)."""
 
 
 # --- commands the protocol hands to the transport ------------------------
@@ -248,8 +250,12 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
         "hotwords",
         "hotwords_score",
         "endpointing",
+        "model",
     }
     _refuse_unknown(obj, known, "start")
+    model = obj.get("model", defaults.model)
+    if not isinstance(model, str) or len(model) > 200:
+        raise ConfigError(f"model must be a model's name, got {echo(model)}")
     rate = obj.get("sample_rate", defaults.sample_rate)
     if not isinstance(rate, int) or isinstance(rate, bool) or not _MIN_RATE <= rate <= _MAX_RATE:
         raise ConfigError(
@@ -275,7 +281,7 @@ def parse_start(obj: dict[str, Any], defaults: SessionConfig) -> SessionConfig:
     endpoint = defaults.endpoint
     if "endpointing" in obj:
         endpoint = _endpoint_from(obj["endpointing"], defaults.endpoint)
-    return SessionConfig(rate, fmt, decoding, tuple(hotwords), endpoint)
+    return SessionConfig(rate, fmt, decoding, tuple(hotwords), endpoint, model=model)
 
 
 ECHO_CHARS = 64

@@ -300,7 +300,9 @@ class RealtimeSession:
         self.config = replace(self.config, endpoint=endpoint, sample_rate=_FORMATS[fmt][1])
         transcription = fields.get("input_audio_transcription")
         if isinstance(transcription, dict):
-            self.model = str(transcription.get("model") or self.model)
+            if transcription.get("model"):  # chooses the model until audio starts
+                self.model = str(transcription["model"])
+                self.config = replace(self.config, model=self.model)
             if transcription.get("language"):
                 self.language = str(transcription["language"]).strip().lower()
                 decoding = replace(self.config.decoding, language=self.language)

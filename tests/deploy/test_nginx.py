@@ -63,7 +63,7 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 def _connections(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    found = re.search(r"^asrserve_connections_total (\d+)", text, flags=re.MULTILINE)
+    found = re.search(r"^asrserve_connections_total\{[^}]*\} (\d+)", text, flags=re.MULTILINE)
     assert found
     return int(found.group(1))
 
@@ -164,9 +164,7 @@ def _final_text(msgs: list[dict[str, Any]]) -> str:
     return " ".join(m["text"] for m in msgs if m["type"] == "final" and m["text"])
 
 
-def test_sixteen_streams_spread_over_both_replicas(
-    cluster: Any, offline: dict[Path, str]
-) -> None:
+def test_sixteen_streams_spread_over_both_replicas(cluster: Any, offline: dict[Path, str]) -> None:
     replicas, port = cluster
     url = f"ws://127.0.0.1:{port}/"
     jobs = [WAVS[i % len(WAVS)] for i in range(16)]

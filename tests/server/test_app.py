@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import asrserve
 from asrserve.config import EndpointConfig, EndpointRule, ServerConfig
 from asrserve.server.app import AsrServer
+from tests import prometheus
 from tests.conftest import BUILTIN, read_wav
 
 WAVS = sorted((BUILTIN / "test_wavs").glob("*.wav"))
@@ -92,9 +92,9 @@ def finals(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def metric(text: str, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    assert m, name
-    return float(m.group(1))
+    found = prometheus.value(text, name)
+    assert found is not None, name
+    return found
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -67,8 +67,8 @@ class ServerProcess:
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(" ")
-            if line and not line.startswith("#") and "{" not in name:
-                out[name] = float(value)
+            if line and not line.startswith("#") and name.count("=") == 1:  # model only
+                out[name.partition("{")[0]] = out.get(name.partition("{")[0], 0.0) + float(value)
         return out
 
     def log_problems(self) -> list[str]:

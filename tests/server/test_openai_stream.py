@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import re
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ import soundfile as sf
 import asrserve
 from asrserve.server.app import AsrServer
 from asrserve.server.openai_api import transcribe_segments
+from tests import prometheus
 from tests.conftest import read_wav
 from tests.server.test_http import WAVS, multipart, recognizer, request, serve
 
@@ -78,8 +78,7 @@ def stream_form(data: bytes, **fields: str) -> aiohttp.FormData:
 
 
 def metric(text: str, line: str) -> float:
-    found = re.search(rf"^{re.escape(line)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return prometheus.value(text, line) or 0.0
 
 
 def test_the_openai_client_streams_deltas_then_done(recognizer: asrserve.Recognizer) -> None:

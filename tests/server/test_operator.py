@@ -37,8 +37,9 @@ from asrserve.cli import build_parser
 from asrserve.config import EndpointConfig, ServerConfig
 from asrserve.errors import ConfigError
 from asrserve.logs import JsonFormatter, TextFormatter, configure, redact
-from asrserve.server.app import AsrServer, model_summary
+from asrserve.server.app import AsrServer
 from asrserve.server.auth import fingerprint
+from asrserve.server.models import model_summary
 from tests.conftest import BUILTIN, read_wav
 
 WAV = sorted((BUILTIN / "test_wavs").glob("*.wav"))[0]

@@ -17,6 +17,8 @@ const CLOSE_MEANING = {
 const $ = (id) => document.getElementById(id);
 const ui = {
   mic: $("mic"),
+  model: $("model"),
+  modelChoice: $("model-choice"),
   processing: $("processing"),
   start: $("start"),
   stop: $("stop"),
@@ -56,6 +58,32 @@ function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const token = new URLSearchParams(location.search).get("token");
   return `${scheme}//${location.host}/` + (token ? `?token=${encodeURIComponent(token)}` : "");
+}
+
+// The server's models (GET /v1/models): a picker when it serves more than one;
+// the chosen one is named in the start message.
+async function listModels() {
+  const token = new URLSearchParams(location.search).get("token");
+  try {
+    const r = await fetch("/v1/models", {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+    if (!r.ok) return;
+    const models = (await r.json()).data || [];
+    ui.model.replaceChildren(
+      ...models.map((m) => {
+        const o = document.createElement("option");
+        o.value = m.id;
+        const what = [m.family, m.precision, m.loaded ? null : "loads on first use"];
+        o.textContent = `${m.id} (${what.filter(Boolean).join(", ") || "model"})`;
+        o.selected = Boolean(m.default);
+        return o;
+      }),
+    );
+    ui.modelChoice.hidden = models.length < 2;
+  } catch {
+    // no listing: the server's default model is used
+  }
 }
 
 async function listMicrophones() {
@@ -180,7 +208,9 @@ class Session {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onopen = () => {
-      ws.send(JSON.stringify({ type: "start", sample_rate: RATE, format: "s16le" }));
+      const start = { type: "start", sample_rate: RATE, format: "s16le" };
+      if (ui.model.value) start.model = ui.model.value;
+      ws.send(JSON.stringify(start));
     };
     ws.onmessage = (e) => this.fromServer(e.data);
     ws.onerror = () => {}; // the close event that follows says more
@@ -301,6 +331,7 @@ class Session {
     ui.start.disabled = false;
     ui.stop.disabled = true;
     ui.mic.disabled = false;
+    ui.model.disabled = false;
     session = null;
     this.onClosed();
   }
@@ -310,6 +341,7 @@ async function start() {
   showError("");
   ui.start.disabled = true;
   ui.mic.disabled = true;
+  ui.model.disabled = true;
   ui.stop.disabled = false;
   ui.partial.textContent = "";
   ui.latency.textContent = "–";
@@ -360,4 +392,5 @@ if (!window.AudioWorkletNode) {
   ui.start.disabled = true;
 }
 listMicrophones();
+listModels();
 setState("idle");
