@@ -119,7 +119,7 @@ class ModelPool:
         self.loads = 0
         """Models loaded since start (for tests and the log)."""
         self._loaded: dict[str, ServedModel] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._loading = asyncio.Lock()
         self._known: dict[str, dict[str, Any]] = {}  # descriptions seen when loaded
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="asrserve-load")
         self._start: Callable[[str, AnyRecognizer], Any] | None = None
@@ -172,8 +172,7 @@ class ModelPool:
         key = self.resolve(name)
         served = self._loaded.get(key)
         if served is None:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
+            async with self._loading:  # one load at a time: room is made for it alone
                 served = self._loaded.get(key)
                 if served is None:
                     served = await self._load(key)

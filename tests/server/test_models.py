@@ -323,3 +323,52 @@ def test_cli_models_are_named_and_lazy(dirs: dict[str, Path]) -> None:
     rec = models.entries["zipformer2-tiny"].load()
     assert rec.model.family  # loaded with serve's model options
     assert np.isfinite(rec.frame_shift_s)
+
+
+def test_realtime_chooses_by_url_and_by_session(dirs: dict[str, Path], wavs: list[Path]) -> None:
+    """OpenAI realtime: ``?model=`` on the URL, or the transcription model in
+    ``session.update`` before audio starts; each session runs on that model."""
+    import base64
+
+    models = pool({k: dirs[k] for k in ("lstm", "zip2", "zip1")}, [])
+    x, _ = read_wav(wavs[0])
+    audio = base64.b64encode((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+    async def session(url: str, update_model: str | None) -> list[str]:
+        kinds = []
+        async with connect(url) as ws:
+            kinds.append(json.loads(await ws.recv())["type"])
+            if update_model is not None:
+                transcription = {"model": update_model}
+                update = {"input_audio_format": "pcm16", "input_audio_transcription": transcription}
+                await ws.send(
+                    json.dumps({"type": "transcription_session.update", "session": update})
+                )
+                kinds.append(json.loads(await ws.recv())["type"])
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            async for m in ws:
+                kind = json.loads(m)["type"]
+                kinds.append(kind)
+                if kind.endswith(".completed") or kind == "error":
+                    break
+        return kinds
+
+    async def body(server: AsrServer, url: str) -> tuple[list[list[str]], str]:
+        rt = f"{url}/v1/realtime?intent=transcription"
+        got = [
+            await session(rt + "&model=zip2", None),
+            await session(rt, "zip1"),
+            await session(rt + "&model=zip2", "nope"),
+        ]
+        _, text = await asyncio.to_thread(http, url.replace("ws://", "http://") + "/metrics")
+        return got, text
+
+    got, text = serve(models, body)
+    completed = "conversation.item.input_audio_transcription.completed"
+    assert got[0][-1] == completed, got[0]
+    assert got[1][-1] == completed, got[1]
+    assert got[2][-1] == "error", got[2]
+    assert prometheus.value(text, "asrserve_connections_total", model="zip2") == 2
+    assert prometheus.value(text, "asrserve_audio_seconds_total", model="zip1")  # decoded there
+    assert models.get("zip1") is None  # the server stopped: every model unloaded
