@@ -135,7 +135,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(10)
-        print(log.read_text().count("loading model"), "loads in the server log")
+        print(log.read_text().count("loaded model"), "loads in the server log")
     load = os.getloadavg()
     print(f"{args.streams} live streams of a {clip_s:.1f} s clip, {args.rounds} rounds each; "
           f"load average {load[0]:.2f}")  # fmt: skip
