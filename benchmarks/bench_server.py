@@ -313,7 +313,8 @@ class Server:
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(" ")
-            if line and not line.startswith("#") and name.count("=") == 1:  # model label only
+            # unlabelled (servers before the model label), or labelled by model only
+            if line and not line.startswith("#") and name.count("=") == name.count("{model="):
                 key = name.partition("{")[0]
                 out[key] = out.get(key, 0.0) + float(value)
         return out
