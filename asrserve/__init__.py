@@ -101,6 +101,7 @@ def load_model(
     spin: bool = True,
     language: str | None = None,
     task: str | None = None,
+    timestamps: bool | None = None,
 ) -> AnyRecognizer:
     """Load a model directory (or catalog name): a :class:`Recognizer` for
     streaming transducers, the VAD-segmented offline recognizer for Parakeet TDT
@@ -108,15 +109,16 @@ def load_model(
     :class:`~asrserve.core.interfaces.SpeechRecognizer`.
 
     ``spin=False`` keeps idle inference threads from busy-waiting (servers).
-    ``language`` (a code: ``en``, ``de`` …) and ``task`` (``transcribe`` or
-    ``translate``) are Whisper's; other families refuse them."""
+    ``language`` (a code: ``en``, ``de`` …), ``task`` (``transcribe`` or
+    ``translate``) and ``timestamps`` (decode with timestamp tokens) are
+    Whisper's; other families refuse them."""
     model_dir = resolve_model_dir(path_or_name)
     backend = BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
     from asrserve.families.layouts import LoadOptions, find_layout
 
     files = _catalog_layout(path_or_name)
     options = LoadOptions(
-        backend, precision, decoding, endpoint, tail_padding_s, files, language, task
+        backend, precision, decoding, endpoint, tail_padding_s, files, language, task, timestamps
     )
     layout = find_layout(model_dir)
     options.check_family_options(layout.options, f"{model_dir} (a {layout.name} model)")

@@ -88,6 +88,14 @@ def add_model_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:
         "(default: transcribe)",
     )
     p.add_argument(
+        "--timestamps",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Whisper: decode with its timestamp tokens (token times from the phrase "
+        "bounds they give; tokens differ a little from decoding without them)",
+    )
+    p.add_argument(
         "--hotwords-score",
         type=float,
         default=1.5,
@@ -142,6 +150,7 @@ def load_from_args(args: argparse.Namespace, **options: Any) -> AnyRecognizer:
         decoding=decoding_config(args),
         language=args.language,
         task=args.task,
+        timestamps=args.timestamps,
         **options,
     )
     check_model(recognizer)

@@ -179,6 +179,7 @@ def run_bulk_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         isolate_batches=args.isolate_batches,
         language=args.language,
         task=args.task,
+        timestamps=args.timestamps,
     )
     if args.engine == "ray":
         from asrserve.bulk.engines.ray_engine import RayEngine, import_ray

@@ -49,6 +49,8 @@ class ModelSpec:
     """Whisper's language (``None``: the model's default)."""
     task: str | None = None
     """Whisper's task (``None``: transcribe)."""
+    timestamps: bool | None = None
+    """Whisper: decode with timestamp tokens (``None``: without)."""
 
     def load(self) -> Any:
         import asrserve
@@ -62,6 +64,7 @@ class ModelSpec:
             endpoint=asrserve.EndpointConfig(enabled=self.endpointing),
             language=self.language,
             task=self.task,
+            timestamps=self.timestamps,
         )
         rec.isolate_batches = self.isolate_batches
         return rec

@@ -9,8 +9,8 @@ from asrserve.backends.base import BackendOptions
 from asrserve.config import DecodingConfig, EndpointConfig
 from asrserve.errors import ConfigError
 
-FAMILY_OPTIONS = ("language", "task")
-"""Options only some families take (Whisper's ``language`` and ``task``)."""
+FAMILY_OPTIONS = ("language", "task", "timestamps")
+"""Options only some families take (Whisper's ``language``, ``task``, ``timestamps``)."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,13 @@ class LoadOptions:
     family's default (detected per segment by multilingual models)."""
     task: str | None = None
     """Whisper: ``transcribe``, or ``translate`` into English; ``None``: transcribe."""
+    timestamps: bool | None = None
+    """Whisper: decode with its timestamp tokens (phrase bounds within a
+    segment, token times from them); ``None``: without, as sherpa-onnx by default."""
 
-    def family_options(self) -> dict[str, str]:
+    def family_options(self) -> dict[str, str | bool]:
         """The family-specific options that were given (not ``None``)."""
-        given = {"language": self.language, "task": self.task}
+        given = {"language": self.language, "task": self.task, "timestamps": self.timestamps}
         return {k: v for k, v in given.items() if v is not None}
 
     def check_family_options(self, accepted: Collection[str], model: str) -> None:

@@ -387,16 +387,31 @@ class WhisperModel:
         return [*tokens, self.meta.no_timestamps]
 
     def greedy(
-        self, cross: tuple[FloatArray, FloatArray], num_frames: int, language: str, task: str
+        self,
+        cross: tuple[FloatArray, FloatArray],
+        num_frames: int,
+        language: str,
+        task: str,
+        timestamps: bool = False,
     ) -> list[int]:
-        """sherpa-onnx's greedy search over the encoder's keys and values."""
+        """sherpa-onnx's greedy search over the encoder's keys and values;
+        ``timestamps``: with Whisper's timestamp tokens (the prompt without
+        ``no_timestamps``, each step's logits under :func:`timestamp_rules`)."""
         m = self.meta
         prompt = self.prompt(cross, language, task)
+        if timestamps:
+            prompt = prompt[:-1]
         logits, caches = self._step(prompt, self._empty_caches(), cross, 0)
-        best = int(np.argmax(logits))
+        out: list[int] = []
+
+        def pick(logits: FloatArray) -> int:
+            if timestamps:
+                timestamp_rules(logits, out, m, first=not out)
+            return int(np.argmax(logits))
+
+        best = pick(logits)
         offset = len(prompt)
         budget = min(int(num_frames / 100.0 * TOKENS_PER_SECOND), m.n_text_ctx // 2)
-        out: list[int] = []
         for _ in range(budget):
             if best == m.eot:
                 break
@@ -405,17 +420,85 @@ class WhisperModel:
             offset += 1
             if offset >= m.n_text_ctx - 1:
                 break
-            best = int(np.argmax(logits))
+            best = pick(logits)
         return out
 
     def decode(
-        self, samples: FloatArray, language: str = "", task: str = "transcribe"
+        self,
+        samples: FloatArray,
+        language: str = "",
+        task: str = "transcribe",
+        timestamps: bool = False,
     ) -> list[int]:
         """One segment's token ids (special tokens included, as the search gives them)."""
         mel, frames = self.features(samples)
         if frames <= 0:
             return []
-        return self.greedy(self.encode(mel), frames, language, task)
+        return self.greedy(self.encode(mel), frames, language, task, timestamps)
+
+
+MAX_INITIAL_TIMESTAMP = 50
+"""The first timestamp token of a window is at most <|1.00|> (20 ms steps)."""
+TIMESTAMP_S = 0.02
+
+
+def timestamp_rules(
+    logits: FloatArray, sampled: Sequence[int], m: WhisperMeta, first: bool
+) -> None:
+    """Whisper's rules for timestamp tokens, applied to one step's logits in
+    place: ``no_timestamps`` never; a window starts with a timestamp (at most
+    <|1.00|>); timestamps come in pairs (after text, a timestamp or the end;
+    after a pair, text) and never go back; and when the timestamps together
+    are likelier than the likeliest text token, a timestamp."""
+    begin = m.no_timestamps + 1
+    logits[m.no_timestamps] = -np.inf
+    last_ts = len(sampled) >= 1 and sampled[-1] >= begin
+    penultimate_ts = len(sampled) < 2 or sampled[-2] >= begin
+    if last_ts:
+        if penultimate_ts:
+            logits[begin:] = -np.inf  # a pair just closed: text (or the end) follows
+        else:
+            logits[: m.eot] = -np.inf  # text then one timestamp: its pair, or the end
+    stamps = [t for t in sampled if t >= begin]
+    if stamps:
+        # never back in time; after a closed pair, not the same time again
+        floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
+        logits[begin:floor] = -np.inf
+    if first:
+        logits[:begin] = -np.inf
+        logits[begin + MAX_INITIAL_TIMESTAMP + 1 :] = -np.inf
+    # log-probabilities: all timestamps together against the best text token
+    shifted = logits - np.max(logits)
+    logprobs = shifted - np.log(np.sum(np.exp(shifted)))
+    with np.errstate(divide="ignore"):
+        timestamp_mass = np.logaddexp.reduce(logprobs[begin:])
+    if timestamp_mass > np.max(logprobs[:begin]):
+        logits[:begin] = -np.inf
+
+
+def timestamp_segments(
+    ids: Sequence[int], m: WhisperMeta
+) -> list[tuple[float, float | None, list[int]]]:
+    """(start s, end s or None when unclosed, text token ids) per <|t0|> … <|t1|> span."""
+    begin = m.no_timestamps + 1
+    out: list[tuple[float, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for t in ids:
+        if t < begin:
+            if t != m.eot:
+                text.append(t)
+            continue
+        at = (t - begin) * TIMESTAMP_S
+        if start is None:
+            start, text = at, []
+        else:
+            if text:
+                out.append((start, at, text))
+            start, text = None, []
+    if start is not None and text:
+        out.append((start, None, text))
+    return out
 
 
 # --- the recognizer ------------------------------------------------------------------------------
@@ -449,6 +532,7 @@ class WhisperRecognizer(TdtRecognizer):
         *,
         language: str = "",
         task: str = "transcribe",
+        timestamps: bool = False,
         vad_config: VadConfig | None = None,
         decoding: DecodingConfig | None = None,
         endpoint: EndpointConfig | None = None,
@@ -462,6 +546,7 @@ class WhisperRecognizer(TdtRecognizer):
         self.tokens = tokens
         self.language = language
         self.task = task
+        self.timestamps = timestamps
         self.vad = vad
         cfg = (vad_config or WHISPER_VAD).validate()
         if cfg.max_segment_s > MAX_SEGMENT_S:
@@ -507,11 +592,26 @@ class WhisperRecognizer(TdtRecognizer):
     def _recognize(
         self, audio: Sequence[FloatArray], configs: Sequence[DecodingConfig]
     ) -> list[tuple[list[int], list[int]]]:
-        """Each segment's text token ids (special tokens left out); no frames."""
+        """Each segment's text token ids (special tokens left out); with
+        timestamp tokens, each token's 20 ms frame in its segment (an even share
+        of its phrase between two timestamps), else no frames."""
         out: list[tuple[list[int], list[int]]] = []
         for x, cfg in zip(audio, configs, strict=True):
-            ids = self.model.decode(x, cfg.language or self.language, self.task)
-            out.append(([t for t in ids if t in self.tokens.pieces], []))
+            language = cfg.language or self.language
+            ids = self.model.decode(x, language, self.task, self.timestamps)
+            if not self.timestamps:
+                out.append(([t for t in ids if t in self.tokens.pieces], []))
+                continue
+            toks: list[int] = []
+            frames: list[int] = []
+            end_s = x.size / self.feature_config.sample_rate
+            for begin, end, phrase in timestamp_segments(ids, self.model.meta):
+                text = [t for t in phrase if t in self.tokens.pieces]
+                stop = min(end_s, end if end is not None else end_s)
+                step = max(0.0, stop - begin) / max(1, len(text))
+                toks += text
+                frames += [round((begin + step * i) / TIMESTAMP_S) for i in range(len(text))]
+            out.append((toks, frames))
         return out
 
     def _segment_result(
@@ -528,8 +628,11 @@ class WhisperRecognizer(TdtRecognizer):
                 texts.append(text.strip())
             pieces += p
             ids += d.tokens
-            # no token times without timestamp tokens: an even share of the segment each
             begin, span = d.start / rate, (d.end - d.start) / rate
+            if len(d.frames) == len(d.tokens):  # from timestamp tokens
+                stamps += [round(begin + f * TIMESTAMP_S, 3) for f in d.frames]
+                continue
+            # no token times without timestamp tokens: an even share of the segment each
             n = len(d.tokens)
             stamps += [round(begin + span * i / n, 3) for i in range(n)]
         return Result(
@@ -577,6 +680,7 @@ def load_recognizer(
     task: str | None = None,
     framing: Framing = "sherpa",
     vad: VadConfig | None = None,
+    timestamps: bool | None = None,
 ) -> WhisperRecognizer:
     """Load a sherpa-onnx Whisper directory behind Silero VAD.
 
@@ -586,11 +690,15 @@ def load_recognizer(
     --language/--task``), else detection and ``transcribe``;
     ``framing``: the feature framing (``sherpa``, or ``openai`` with 30 s
     windows as OpenAI and faster-whisper compute them); ``vad``: segmentation
-    options (default :data:`WHISPER_VAD`; segments are cut at 29 s at most)."""
+    options (default :data:`WHISPER_VAD`; segments are cut at 29 s at most);
+    ``timestamps``: decode with Whisper's timestamp tokens (default
+    ``options.timestamps``, else without, as sherpa-onnx by default)."""
     if language is None:
         language = options.language or ""
     if task is None:
         task = options.task or "transcribe"
+    if timestamps is None:
+        timestamps = bool(options.timestamps)
     d = Path(model_dir)
     model, tokens = load_model(d, options.precision, options.backend, framing=framing)
     vad_cfg = (vad or WHISPER_VAD).validate()
@@ -602,6 +710,7 @@ def load_recognizer(
         silero,
         language=language,
         task=task,
+        timestamps=timestamps,
         vad_config=vad_cfg,
         decoding=options.decoding,
         endpoint=options.endpoint,

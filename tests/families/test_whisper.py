@@ -23,6 +23,7 @@ from asrserve.families.whisper import (
     load_model,
     load_recognizer,
     probe,
+    timestamp_segments,
 )
 from asrserve.vad import VadConfig
 from tests.conftest import SHARED_MODELS
@@ -95,6 +96,44 @@ def test_tokens_equal_sherpa_onnx(
         assert got.tokens == sherpa_tokens(ref, audio(clip)), clip.path.name
     # tiny.en hears JFK without the commas (faster-whisper too)
     assert words(results[0].text) == words(jfk_clip.text)
+
+
+def test_timestamp_tokens_equal_sherpa_onnx(
+    whisper_tiny_en: Path, jfk_clip: Clip, speech_clips: list[Clip], silero: Path
+) -> None:
+    """With Whisper's timestamp tokens (``timestamps=True``; sherpa-onnx's
+    ``enable_segment_timestamps``): the same text tokens and the same phrase
+    bounds on every clip; each token's time lies in its phrase, in order."""
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    prefix = "tiny.en"
+    ref = sherpa_onnx.OfflineRecognizer.from_whisper(
+        encoder=str(whisper_tiny_en / f"{prefix}-encoder.onnx"),
+        decoder=str(whisper_tiny_en / f"{prefix}-decoder.onnx"),
+        tokens=str(whisper_tiny_en / f"{prefix}-tokens.txt"),
+        language="en",
+        task="transcribe",
+        num_threads=1,
+        enable_segment_timestamps=True,
+    )
+    rec = recognizer(whisper_tiny_en, silero, "fp32", timestamps=True)
+    clips = [jfk_clip, *speech_clips]
+    results = rec.recognize([audio(c) for c in clips])
+    for clip, got in zip(clips, results, strict=True):
+        x = audio(clip)
+        s = ref.create_stream()
+        s.accept_waveform(16000, x)
+        ref.decode_stream(s)
+        want = s.result
+        assert got.tokens == list(want.tokens), clip.path.name
+        ids = rec.model.decode(x, "en", "transcribe", timestamps=True)
+        phrases = timestamp_segments(ids, rec.model.meta)
+        closed = [(round(b, 2), round(e - b, 2)) for b, e, _ in phrases if e is not None]
+        theirs = zip(want.segment_timestamps, want.segment_durations, strict=True)
+        assert closed == [(round(b, 2), round(d, 2)) for b, d in theirs][: len(closed)]
+        assert got.timestamps == sorted(got.timestamps)
+        assert all(0 <= t <= x.size / 16000 for t in got.timestamps), clip.path.name
+    # JFK's sentence in one phrase, its tokens spread over it, not over the whole clip
+    assert results[0].timestamps[0] < 1.0
 
 
 def test_vad_segments_equal_sherpa_onnx(

@@ -57,9 +57,9 @@ def test_english_only_model_refuses(
         asrserve.load_model(whisper_tiny_en, **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("option", ["language", "task"])
+@pytest.mark.parametrize("option", ["language", "task", "timestamps"])
 def test_other_families_refuse_them(option: str) -> None:
-    value = {"language": "en", "task": "transcribe"}[option]
+    value = {"language": "en", "task": "transcribe", "timestamps": True}[option]
     with pytest.raises(ConfigError, match=rf"{option} \(--{option}\): only Whisper models"):
         asrserve.load_model(BUILTIN, **{option: value})  # type: ignore[arg-type]
 
