@@ -125,9 +125,11 @@ def test_per_stream_language_reaches_the_model(
     asked: list[str] = []
     decode = rec.model.decode
 
-    def spy(samples: np.ndarray, language: str = "", task: str = "transcribe") -> list[int]:
+    def spy(
+        samples: np.ndarray, language: str = "", task: str = "transcribe", timestamps: bool = False
+    ) -> list[int]:
         asked.append(language)
-        return decode(samples, language, task)
+        return decode(samples, language, task, timestamps)
 
     monkeypatch.setattr(rec.model, "decode", spy)
     x, rate = sf.read(str(jfk_clip.path), dtype="float32")
