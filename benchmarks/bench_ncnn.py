@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from bench_streaming import clear_decoder_cache
 
 import asrserve
 from asrserve.audio import load_audio
@@ -113,14 +114,7 @@ def ours(model_dir: Path, precision: str, method: str) -> asrserve.Recognizer:
 
 
 def run_ours(rec: asrserve.Recognizer, clips: Clips) -> list[list[int]]:
-    # sherpa-ncnn runs its decoder every time (older asrserve versions keep the
-    # outputs in one dict, ``_cache``)
-    cache = rec.model.decoder_cache
-    clear = getattr(cache, "clear", None)
-    if callable(clear):
-        clear()
-    else:
-        cache._cache.clear()
+    clear_decoder_cache(rec)  # sherpa-ncnn runs its decoder every time
     out = []
     for x in clips:
         s = rec.create_stream()

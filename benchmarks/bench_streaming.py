@@ -419,33 +419,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             decoding=asrserve.DecodingConfig(method="greedy"),
             tail_padding_s=TAIL_PADDING_S,
         )
-        greedy = sherpa_recognizer(files, threads, "greedy")
-        for n in args.batches:
-            row = measure(
-                label,
-                "greedy",
-                threads,
-                n,
-                audio,
-                greedy,
-                ours,
-                args.repeat,
-                args.warm_decoder_cache,
-                args.stat,
-            )
-            rows.append(row)
-            print(format_row(row), flush=True)
-        del greedy
+        methods = [("greedy", args.batches)]
         if not args.no_beam:
-            beam = sherpa_recognizer(files, threads, "modified_beam")
-            for n in args.beam_batches:
+            methods.append(("modified_beam", args.beam_batches))
+        for method, batches in methods:
+            reference = sherpa_recognizer(files, threads, method)
+            for n in batches:
                 row = measure(
                     label,
-                    "modified_beam",
+                    method,
                     threads,
                     n,
                     audio,
-                    beam,
+                    reference,
                     ours,
                     args.repeat,
                     args.warm_decoder_cache,
@@ -453,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 rows.append(row)
                 print(format_row(row), flush=True)
-            del beam
+            del reference
     load = os.getloadavg()
     print(f"# load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     notes = target_notes(rows)

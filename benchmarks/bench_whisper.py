@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,24 +35,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asrserve.scoring import word_errors  # noqa: E402
-
-_NUMBERS = [
-    *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
-    *("eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen"),
-    *("eighteen", "nineteen", "twenty"),
-]
-
-
-def normalize(text: str) -> str:
-    """Lower case; hyphens split words; punctuation but apostrophes dropped;
-    numbers up to twenty spelled out; "mr" is "mister"."""
-    t = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " "))
-    out = []
-    for w in t.split():
-        word = _NUMBERS[int(w)] if w.isdigit() and int(w) <= 20 else w
-        out.append("mister" if word == "mr" else word)
-    return " ".join(out)
+from asrserve import scoring  # noqa: E402
+from asrserve.quantize.evaluation import plain_words as normalize  # noqa: E402
 
 
 def clips() -> list[tuple[str, np.ndarray, str]]:
@@ -85,11 +68,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    errors = words = 0
-    for r, h in zip(refs, hyps, strict=True):
-        e, n = word_errors(normalize(r), normalize(h))
-        errors, words = errors + e, words + n
-    return 100.0 * errors / max(words, 1)
+    """Corpus WER in percent on plain words (Whisper punctuates, references do not)."""
+    return scoring.wer([normalize(r) for r in refs], [normalize(h) for h in hyps])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
