@@ -432,6 +432,9 @@ class Recognizer:
             raise ConfigError(f"hotword {phrase!r}: pieces not in tokens.txt: {missing}")
         return [i for i in ids if i is not None]
 
+    def check_language(self, language: str) -> None:
+        """Any: a transducer has the language it was trained on and takes no prompt."""
+
     def check_hotwords(self, phrases: Sequence[str], default_score: float) -> int:
         """Build the hotword graph of ``phrases`` (or raise :class:`ConfigError`
         naming the first phrase the model cannot spell) and return its number

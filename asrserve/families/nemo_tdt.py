@@ -495,6 +495,9 @@ class TdtRecognizer:
             detector, self.feature_config.sample_rate, cfg, (endpoint or self.endpoint).validate()
         )
 
+    def check_language(self, language: str) -> None:
+        """Any: a transducer has the language it was trained on and takes no prompt."""
+
     def check_hotwords(self, phrases: Sequence[str], default_score: float) -> int:
         """Refuse hotwords (greedy search only); 0 token pieces otherwise."""
         if phrases:

@@ -502,18 +502,6 @@ def timestamp_segments(
 
 
 # --- the recognizer ------------------------------------------------------------------------------
-def _check_language(meta: WhisperMeta, language: str) -> None:
-    """A language the model can be prompted with (``""``: its default)."""
-    if meta.is_multilingual:
-        if language and language not in meta.languages:
-            raise ConfigError(
-                f"unknown language {language!r}; the model knows "
-                f"{', '.join(sorted(meta.languages))}"
-            )
-    elif language not in ("", "en"):
-        raise ConfigError(f"language {language!r}: this Whisper model is English-only")
-
-
 class WhisperRecognizer(TdtRecognizer):
     """:class:`~asrserve.families.nemo_tdt.TdtRecognizer`'s streams, VAD and
     results over a :class:`WhisperModel`: each VAD segment is decoded on its
@@ -539,10 +527,10 @@ class WhisperRecognizer(TdtRecognizer):
     ) -> None:
         if task not in _TASKS:
             raise ConfigError(f"task must be one of {', '.join(_TASKS)}, got {task!r}")
-        _check_language(model.meta, language)
+        self.model = model
+        self.check_language(language)
         if not model.meta.is_multilingual and task == "translate":
             raise ConfigError("task 'translate': this Whisper model is English-only")
-        self.model = model
         self.tokens = tokens
         self.language = language
         self.task = task
@@ -573,11 +561,23 @@ class WhisperRecognizer(TdtRecognizer):
         if hotword_phrases(hotwords or ()) or cfg.hotwords:
             raise ConfigError("hotwords are not supported by Whisper models (greedy search only)")
         self._check_decoding(cfg)
-        _check_language(self.model.meta, cfg.language)
+        self.check_language(cfg.language)
         detector = VoiceActivityDetector(self.vad, self.vad_config)
         return TdtStream(
             detector, self.feature_config.sample_rate, cfg, (endpoint or self.endpoint).validate()
         )
+
+    def check_language(self, language: str) -> None:
+        """A language the model can be prompted with (``""``: its default)."""
+        meta = self.model.meta
+        if meta.is_multilingual:
+            if language and language not in meta.languages:
+                raise ConfigError(
+                    f"unknown language {language!r}; the model knows "
+                    f"{', '.join(sorted(meta.languages))}"
+                )
+        elif language not in ("", "en"):
+            raise ConfigError(f"language {language!r}: this Whisper model is English-only")
 
     def check_hotwords(self, phrases: Sequence[str], default_score: float) -> int:
         if phrases:

@@ -1011,11 +1011,10 @@ class AsrServer:
                 )
             except ConfigError as exc:
                 return conn.session.refuse("bad_config", str(exc))
-        if cfg.decoding.language:  # one the model does not know is refused now
-            try:
-                recognizer.create_stream(decoding=cfg.decoding)
-            except ConfigError as exc:
-                return conn.session.refuse("bad_config", str(exc))
+        try:  # a language the model does not know is refused now
+            recognizer.check_language(cfg.decoding.language)
+        except ConfigError as exc:
+            return conn.session.refuse("bad_config", str(exc))
         cost = session_cost(cfg.decoding, pieces)
         refusal = self._over_budget(cost, cfg.decoding.beam, pieces, lanes.default_cost)
         if refusal is not None:

@@ -417,7 +417,7 @@ class TranscriptionsRoute:
         recognizer = served.recognizer
         decoding = replace(recognizer.decoding, language=language)
         try:  # a language the model does not know is the request's fault
-            recognizer.create_stream(decoding=decoding.validate())
+            recognizer.check_language(decoding.validate().language)
         except ConfigError as exc:
             self.jobs -= 1
             self.models.release(served)
