@@ -21,7 +21,8 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -400,6 +401,7 @@ class SherpaSession:
     def __init__(self, config: SessionConfig) -> None:
         self.config = replace(config, every_chunk=True)
         self.state = State.AWAITING_FIRST
+        self._json = SherpaJson()
 
     def begin(self) -> list[Command]:
         self.state = State.STREAMING
@@ -453,7 +455,7 @@ class SherpaSession:
         self, result: Result, end_time: float, *, final: bool, eof: bool = False
     ) -> list[Command]:
         del end_time
-        return [Send(sherpa_json(result, final or eof, eof))]
+        return [Send(self._json(result, final or eof, eof))]
 
     def eof(self, duration: float) -> list[Command]:
         del duration
@@ -691,36 +693,72 @@ def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> str:
     server writes it (``{ "text": ...}``, fixed decimals: 2 for times, 6 for
     ``ys_probs``): ``timestamps`` count from the segment's ``start_time`` (the
     core's are from the stream's start)."""
-    start = result.start_time
-    fields = (
-        ("text", _quoted(result.text)),
-        ("tokens", _list(_quoted(t) for t in result.tokens)),
-        ("timestamps", _list(f"{max(t - start, 0.0):.2f}" for t in result.timestamps)),
-        ("ys_probs", _list(f"{p:.6f}" for p in result.ys_probs)),
-        ("lm_probs", "[]"),
-        ("context_scores", "[]"),
-        ("segment", str(result.segment)),
-        ("words", "[]"),
-        ("num_trailing_blanks", str(result.num_trailing_blanks)),
-        ("start_time", f"{start:.2f}"),
-        ("is_final", "true" if is_final else "false"),
-        ("is_eof", "true" if is_eof else "false"),
-    )
-    return "{ " + ", ".join(f'"{k}": {v}' for k, v in fields) + "}"
+    return SherpaJson()(result, is_final, is_eof)
+
+
+class SherpaJson:
+    """:func:`sherpa_json` for one stream's successive results: the lists of a
+    result that extends the previous one (a partial after each chunk) are
+    rendered only for the items added, so a segment's messages cost in
+    proportion to their length, not to its square in Python."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._tokens = _Rendered(_quoted)
+        self._timestamps = _Rendered(_since(0.0))
+        self._ys_probs = _Rendered(lambda p: f"{p:.6f}")
+
+    def __call__(self, result: Result, is_final: bool, is_eof: bool) -> str:
+        start = result.start_time
+        if start != self._start:  # timestamps count from the segment's start
+            self._start = start
+            self._timestamps = _Rendered(_since(start))
+        return (
+            f'{{ "text": {_quoted(result.text)}, "tokens": [{self._tokens(result.tokens)}], '
+            f'"timestamps": [{self._timestamps(result.timestamps)}], '
+            f'"ys_probs": [{self._ys_probs(result.ys_probs)}], '
+            f'"lm_probs": [], "context_scores": [], "segment": {result.segment}, '
+            f'"words": [], "num_trailing_blanks": {result.num_trailing_blanks}, '
+            f'"start_time": {start:.2f}, "is_final": {"true" if is_final else "false"}, '
+            f'"is_eof": {"true" if is_eof else "false"}}}'
+        )
+
+
+def _since(start: float) -> Callable[[float], str]:
+    return lambda t: f"{max(t - start, 0.0):.2f}"
+
+
+class _Rendered:
+    """A list's items rendered and joined with ``", "``, kept for the next
+    list: when that one starts with the same items only the rest is rendered."""
+
+    def __init__(self, render: Callable[[Any], str]) -> None:
+        self._render = render
+        self._items: list[Any] = []
+        self._text = ""
+
+    def __call__(self, items: Sequence[Any]) -> str:
+        n = len(self._items)
+        if len(items) < n or items[:n] != self._items:
+            n, self._items, self._text = 0, [], ""
+        if len(items) > n:
+            more = ", ".join(map(self._render, items[n:]))
+            self._text = f"{self._text}, {more}" if n else more
+            self._items = list(items)
+        return self._text
 
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", **{chr(c): f"\\u{c:04x}" for c in range(0x20)}}
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 def _quoted(text: str) -> str:
     """A JSON string as sherpa-onnx writes it (``std::quoted``: only quotes and
     backslashes escaped, UTF-8 as is); control characters, which it would
     write raw, are escaped so the message stays JSON."""
+    if _NEEDS_ESCAPE.search(text) is None:
+        return f'"{text}"'
     return '"' + "".join(_ESCAPES.get(c, c) for c in text) + '"'
-
-
-def _list(items: Iterable[str]) -> str:
-    return "[" + ", ".join(items) + "]"
 
 
 def asrserve_json(result: Result, end_time: float, final: bool) -> dict[str, Any]:

@@ -199,6 +199,7 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._idle = 0  # decode threads waiting for work
         self._busy = 0  # decode threads running a step
+        self._holding = 0  # streams held by all threads together
         self._stopping = False
         self._round_s = 0.0  # recent wall time of one round (moving average)
         self._cost = RoundCost()  # a round's wall time against its rows
@@ -317,30 +318,59 @@ class Scheduler:
             return None
 
     def _hold_queue(self, holding: int = 0) -> list[StreamSlot]:
-        """Hold the queued slots (under ``_cond``): all of them, or, when other
-        decode threads are idle and one round of them all (with the
-        ``holding`` streams this thread has already) would take longer than
-        ``SPLIT_S``, this thread's equal share; the rest is left due for the
-        others, so that long rounds run side by side instead of one after the
-        other (the input-end rounds that final results wait for)."""
+        """Hold the queued slots (under ``_cond``): all of them, or, when a
+        round of them (with the ``holding`` streams this thread has already)
+        would take longer than ``SPLIT_S`` and there are other decode
+        threads, only what brings this thread to its equal share of every
+        stream with work (held by any thread, or queued). The rest is left due
+        at once for the others, so that long rounds run side by side, about
+        equally long, instead of one thread's rounds growing while the
+        other's shrink (the input-end rounds that final results wait for)."""
         batch = list(self._queue)
-        total = len(batch) + holding
-        if self._idle and total > 1 and self._cost.estimate(total) > SPLIT_S:
-            share = max(0, math.ceil(total / (self._idle + 1)) - holding)
-            batch = batch[:share]
+        share = self._share(len(batch) + holding)
+        if share is not None and share - holding < len(batch):
+            batch = batch[: max(0, share - holding)]
             for slot in batch:
                 del self._queue[slot]
-            if self._queue:
-                self._next_due = self._next_late = time.monotonic()
-                self._cond.notify(self._idle)
-            else:
-                self._next_due = self._next_late = math.inf
+            self._next_due = self._next_late = time.monotonic()
+            self._cond.notify(self._idle)
         else:
             self._queue.clear()
             self._next_due = self._next_late = math.inf
         for slot in batch:
             slot._held, slot._queued = True, False
+        self._holding += len(batch)
         return batch
+
+    def _share(self, rows: int) -> int | None:
+        """Under ``_cond``: the streams one decode thread should hold when a
+        round of ``rows`` would be long enough to split (None otherwise)."""
+        threads = len(self._threads)
+        if threads < 2 or rows < 2 or self._cost.estimate(rows) <= SPLIT_S:
+            return None
+        return math.ceil((self._holding + len(self._queue)) / threads)
+
+    def _shed(self, batch: list[StreamSlot], live: list[StreamSlot]) -> list[StreamSlot]:
+        """Between rounds: a thread holding more than its share (and one
+        more) hands the excess back to the pool, due at once, for the other
+        threads' next rounds. Returns the live slots it keeps."""
+        movable = [s for s in live if s.stream is not None and not s.done and not s.flushing]
+        with self._cond:
+            share = self._share(len(live))
+            if share is None or len(live) <= share + 1 or len(movable) <= 1:
+                return live
+            now = time.monotonic()
+            given = movable[-min(len(live) - share, len(movable) - 1) :]
+            for slot in given:
+                slot._held, slot._queued = False, True
+                slot._wanted = _NEVER
+                self._queue[slot] = None
+            self._holding -= len(given)
+            self._next_due = self._next_late = now
+            self._cond.notify(self._idle)
+        gone = {id(s) for s in given}
+        batch[:] = [s for s in batch if id(s) not in gone]
+        return [s for s in live if id(s) not in gone]
 
     def _hand_back(
         self, batch: list[StreamSlot], left: list[StreamSlot], stepping: bool = True
@@ -353,6 +383,7 @@ class Scheduler:
         with self._cond:
             if stepping:
                 self._busy -= 1
+            self._holding -= len(batch)
             for slot in batch:
                 slot._held = False
                 (due, late), slot._wanted = slot._wanted, _NEVER
@@ -382,6 +413,7 @@ class Scheduler:
             batch = [s for s in self._slots if not s._held]
             for slot in batch:
                 slot._held, slot._queued = True, False
+            self._holding += len(batch)
             self._queue.clear()  # only slots not held are queued: all taken
             self._next_due = self._next_late = math.inf
         got: Outcomes = []
@@ -446,12 +478,12 @@ class Scheduler:
             for slot in fresh:
                 slot._wanted = _NEVER  # its wake is answered now
             more = self._hold_queue(len(live)) if self._queue else []
-        if not fresh and not more:
-            return live
-        batch += more
-        moved = {id(s) for s in fresh}
-        kept = [s for s in live if id(s) not in moved]
-        return kept + self._admit(fresh + more, outcomes, by_id)
+        if fresh or more:
+            batch += more
+            moved = {id(s) for s in fresh}
+            kept = [s for s in live if id(s) not in moved]
+            live = kept + self._admit(fresh + more, outcomes, by_id)
+        return self._shed(batch, live)
 
     def _run(self, batch: list[StreamSlot], deliver: Deliver) -> list[StreamSlot]:
         """Feed, decode up to ``max_rounds`` rounds, report; the slots that

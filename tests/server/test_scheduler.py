@@ -18,6 +18,7 @@ from asrserve.server.protocol import SessionConfig
 from asrserve.server.scheduler import (
     SPLIT_S,
     Outcome,
+    RoundCost,
     Scheduler,
     StreamSlot,
     fewer_malloc_arenas,
@@ -206,25 +207,62 @@ def test_an_abandoned_stream_leaves_the_pool() -> None:
     assert sched.live_streams == 0
 
 
-def test_idle_threads_share_a_long_round() -> None:
-    _, sched = _pool()
-    slots = [_slot(sched) for _ in range(20)]
+def _long_rounds(sched: Scheduler) -> None:
+    """Two decode threads (not started) and the 80M LSTM's round costs."""
+    sched._threads = [threading.Thread(target=lambda: None) for _ in range(2)]
+    sched._cost = RoundCost()
     for rows in (1, 4, 8, 16, 32):  # rounds as the 80M LSTM's: 6.5 ms + 0.95 ms a stream
         sched._cost.add(rows, 0.0065 + 0.00095 * rows)
     assert sched._cost.estimate(20) == pytest.approx(0.0255)
     assert sched._cost.estimate(8) < SPLIT_S  # a short round stays whole
+
+
+def test_threads_share_a_long_round() -> None:
+    _, sched = _pool()
+    slots = [_slot(sched) for _ in range(20)]
+    _long_rounds(sched)
     with sched._cond:
         for slot in slots:
             sched._queue[slot] = None
         sched._next_due = 0.0
-        sched._idle = 1  # another decode thread waits
         mine = sched._hold_queue()
         assert len(mine) == 10  # an equal share; the rest is left due for the other
         assert len(sched._queue) == 10
         assert sched._next_due <= time.monotonic()
-        sched._idle = 0
-        assert len(sched._hold_queue()) == 10  # nobody idle: all of it
+        assert len(sched._hold_queue()) == 10  # the other thread's share: all that is left
         assert not sched._queue
+        assert sched._holding == 20
+
+
+def test_a_thread_holding_more_than_its_share_hands_the_rest_back() -> None:
+    """Streams stay with the thread that last decoded them; when one thread's
+    rounds grow (all ending streams with it) it gives the excess back to the
+    pool, due at once, for the other thread's rounds."""
+    x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
+    _, sched = _pool()
+    slots = [_slot(sched, sr) for _ in range(20)]
+    for slot in slots:
+        slot.push(x[:sr])
+    sched.step()  # every slot gets its stream; none held now
+    _long_rounds(sched)
+    with sched._cond:
+        sched._queue.clear()
+        for slot in slots:
+            sched._queue[slot] = None
+        sched._threads.pop()  # one thread for now: it takes everything
+        mine = sched._hold_queue()
+        assert len(mine) == 20
+        sched._threads.append(threading.Thread(target=lambda: None))
+    batch = list(mine)
+    kept = sched._shed(batch, list(mine))
+    assert len(kept) == 10
+    assert batch == kept
+    with sched._cond:
+        assert list(sched._queue) == mine[10:]  # due at once, for the other thread
+        assert sched._next_due <= time.monotonic()
+        assert sched._holding == 10
+        assert not any(s._held for s in mine[10:])
+    assert sched._shed(batch, kept) == kept  # at its share: nothing more to give
 
 
 def test_malloc_arenas_left_alone_when_the_environment_says(
