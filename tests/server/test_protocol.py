@@ -67,6 +67,42 @@ def test_binary_first_speaks_sherpa_dialect() -> None:
     assert s.eof(2.0) == [Send("Done!")]
 
 
+def test_sherpa_messages_of_a_growing_result() -> None:
+    """One session's results as a segment grows, a hypothesis is replaced (as
+    beam search does) and a new segment starts: every message says the whole
+    result, whatever the previous message rendered."""
+    s = _session()
+    s.receive(np.zeros(160, dtype="<f4").tobytes())
+
+    def res(tokens: list[str], start: float = 0.5, segment: int = 0) -> Result:
+        n = len(tokens)
+        return Result(
+            text="".join(tokens).replace("▁", " ").strip(),
+            tokens=tokens,
+            timestamps=[start + 0.04 * i for i in range(n)],
+            ys_probs=[-0.5 * i for i in range(n)],
+            segment=segment,
+            start_time=start,
+        )
+
+    steps = [
+        res(["▁A"]),
+        res(["▁A", "B"]),
+        res(["▁A", "B", '"Q\\']),  # quoted as std::quoted does
+        res(["▁A", "C"]),  # replaced, not extended
+        res([]),
+        res(["▁A", "C"]),  # as before the empty one
+        res(["▁D", "E"], start=2.0, segment=1),
+    ]
+    for r in steps:
+        (msg,) = _messages(s.result(r, 0.0, final=False))
+        assert msg["tokens"] == r.tokens
+        assert msg["text"] == r.text
+        assert msg["timestamps"] == [round(0.04 * i, 2) for i in range(len(r.tokens))]
+        assert msg["ys_probs"] == [-0.5 * i for i in range(len(r.tokens))]
+        assert msg["segment"] == r.segment
+
+
 def test_sherpa_bad_frame_closes() -> None:
     s = _session()
     s.receive(np.zeros(4, dtype="<f4").tobytes())
