@@ -22,9 +22,13 @@ new work between them, so another thread starts on work only once it has
 waited ``max_wait_s``: under load the threads run few, full calls side by
 side instead of many small ones (CPU per stream, and so capacity). A stream
 that is behind (chunks left after a step), has ended its input, asked for a
-flush or was abandoned is due at once, and idle threads share a big queue. A
-step runs at most ``max_rounds`` rounds, then hands its streams back to the
-pool, where the ones still behind are taken again with whatever else is ready.
+flush or was abandoned is due at once. When rounds are long (``SPLIT_S``) the
+threads hold equal shares of the streams with work: a thread takes no more
+than its share, and one holding more hands the excess back between rounds, so
+that both run rounds of about the same length (a final waits for its stream's
+input-end rounds, one after the other, on whichever thread holds it). A step
+runs at most ``max_rounds`` rounds, then hands its streams back to the pool,
+where the ones still behind are taken again with whatever else is ready.
 """
 
 from __future__ import annotations
@@ -84,10 +88,10 @@ are shared out again between the threads, with whatever else is ready."""
 _NEVER = (math.inf, math.inf)
 
 SPLIT_S = 0.015
-"""Rounds estimated longer than this are split between idle threads (see
-``Scheduler._hold_queue``): 80M LSTM rounds of 16 streams (22 ms) are, rounds
-of the 4M demo model never are (each thread's fixed cost per call is then a
-large share of the work)."""
+"""Rounds estimated longer than this are split between the decode threads (see
+``Scheduler._hold_queue`` and ``_shed``): 80M LSTM rounds of 16 streams (about
+15-22 ms) are, rounds of the 4M demo model never are (each thread's fixed cost
+per call is then a large share of the work)."""
 
 DELIVER_S = 0.004
 """Rounds faster than this hand their outcomes over together (see ``_run``)."""
