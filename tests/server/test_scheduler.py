@@ -13,6 +13,7 @@ import pytest
 
 import asrserve
 from asrserve.config import EndpointConfig
+from asrserve.server import scheduler
 from asrserve.server.metrics import Metrics
 from asrserve.server.protocol import SessionConfig
 from asrserve.server.scheduler import (
@@ -147,14 +148,30 @@ def test_a_thread_takes_every_waiting_stream_at_once() -> None:
     assert hist.sum / hist.count > 3  # the first rounds carried all four
 
 
-def test_threads_give_every_stream_its_transcript(tiny_lstm_dir: Path) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["whole", "equal-shares"])
+def test_threads_give_every_stream_its_transcript(
+    tiny_lstm_dir: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
     """Streams fed in pieces to two decode threads end with the transcript of
-    each file (fp32 files: their results do not depend on batch mates)."""
+    each file (fp32 files: their results do not depend on batch mates), also
+    when every round counts as long, so that the threads hold equal shares
+    and hand streams to each other between rounds."""
     rec = asrserve.load_model(
         tiny_lstm_dir, precision="fp32", endpoint=EndpointConfig(enabled=False)
     )
     wavs = sorted((BUILTIN / "test_wavs").glob("*.wav"))
     sched = Scheduler(rec, max_batch_size=4, metrics=Metrics(), max_wait_s=0.01)
+    decoded_by: dict[int, set[int]] = {}
+    if shared:
+        monkeypatch.setattr(scheduler, "SPLIT_S", -1.0)
+        decode = sched._decode
+
+        def tracing(batch: list[StreamSlot], outcomes: dict[int, list[Outcome]]) -> None:
+            for slot in batch:
+                decoded_by.setdefault(id(slot), set()).add(threading.get_ident())
+            decode(batch, outcomes)
+
+        monkeypatch.setattr(sched, "_decode", tracing)
     cfg = SessionConfig(endpoint=EndpointConfig(enabled=False))
     files = [wavs[i % len(wavs)] for i in range(10)]
     slots = [StreamSlot(cfg) for _ in files]
@@ -191,6 +208,8 @@ def test_threads_give_every_stream_its_transcript(tiny_lstm_dir: Path) -> None:
         assert final.token_ids == rec.transcribe(wav).token_ids, wav.name
         assert slot.stream is None  # its core objects were let go at its end
     assert sched.live_streams == 0
+    if shared:  # streams did move between the threads
+        assert any(len(threads) == 2 for threads in decoded_by.values())
 
 
 def test_an_abandoned_stream_leaves_the_pool() -> None:
