@@ -688,19 +688,14 @@ if TYPE_CHECKING:  # every dialect's class is a WireSession (mypy checks it here
         return s
 
 
-def sherpa_json(result: Result, is_final: bool, is_eof: bool) -> str:
+class SherpaJson:
     """sherpa-onnx's ``OnlineRecognizerResult`` JSON, byte for byte as its
     server writes it (``{ "text": ...}``, fixed decimals: 2 for times, 6 for
-    ``ys_probs``): ``timestamps`` count from the segment's ``start_time`` (the
-    core's are from the stream's start)."""
-    return SherpaJson()(result, is_final, is_eof)
-
-
-class SherpaJson:
-    """:func:`sherpa_json` for one stream's successive results: the lists of a
-    result that extends the previous one (a partial after each chunk) are
-    rendered only for the items added, so a segment's messages cost in
-    proportion to their length, not to its square in Python."""
+    ``ys_probs``; ``timestamps`` count from the segment's ``start_time``, the
+    core's from the stream's start), for one stream's successive results: the
+    lists of a result that extends the previous one (a partial after each
+    chunk) are rendered only for the items added, so a segment's messages cost
+    in proportion to their length, not to its square in Python."""
 
     def __init__(self) -> None:
         self._start = 0.0

@@ -358,10 +358,12 @@ class Scheduler:
         """Between rounds: a thread holding more than its share (and one
         more) hands the excess back to the pool, due at once, for the other
         threads' next rounds. Returns the live slots it keeps."""
-        movable = [s for s in live if s.stream is not None and not s.done and not s.flushing]
         with self._cond:
             share = self._share(len(live))
-            if share is None or len(live) <= share + 1 or len(movable) <= 1:
+            if share is None or len(live) <= share + 1:
+                return live
+            movable = [s for s in live if s.stream is not None and not s.done and not s.flushing]
+            if len(movable) <= 1:
                 return live
             now = time.monotonic()
             given = movable[-min(len(live) - share, len(movable) - 1) :]
