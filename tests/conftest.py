@@ -22,6 +22,17 @@ BUILTIN = ROOT / "asrserve" / "data" / "models" / "asrserve-tiny-lstm-synth-en"
 CONV_EMFORMER = SHARED_MODELS / "ncnn-conv-emformer-random-weights"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Per-row int8 rewrites (``asrserve.backends.row_quant``) go to the pytest
+    cache of this checkout, not the user's cache; servers started by tests
+    inherit the variable."""
+    cache = getattr(pytestconfig, "cache", None)
+    where = Path(cache.mkdir("asrserve-cache")) if cache else tmp_path_factory.mktemp("cache")
+    os.environ["ASRSERVE_CACHE_DIR"] = str(where)
+    return where
+
+
 def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], int]:
     x, sr = sf.read(str(path), dtype="float32")
     return x, int(sr)

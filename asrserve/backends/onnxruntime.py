@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from asrserve.backends.base import PROVIDERS, BackendOptions, TensorInfo
+from asrserve.backends.row_quant import per_row_graph
 from asrserve.errors import ModelLoadError
 
 _PROVIDERS = {p: f"{'CoreML' if p == 'coreml' else p.upper()}ExecutionProvider" for p in PROVIDERS}
@@ -31,21 +33,24 @@ def _has_dynamic_quantization(path: Path) -> bool:
     matters for reproducing results exactly. The op type is stored as a
     plain string in the protobuf, so a byte search finds it.
     """
-    needle = b"DynamicQuantizeLinear"
     with path.open("rb") as f:
-        tail = b""
-        while chunk := f.read(1 << 22):
-            if needle in tail + chunk:
-                return True
-            tail = chunk[-len(needle) :]
-    return False
+        if path.stat().st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(b"DynamicQuantizeLinear") >= 0
 
 
 class OrtSession:
     """A graph loaded into an ``onnxruntime.InferenceSession``."""
 
-    def __init__(self, path: str | Path, options: BackendOptions | None = None) -> None:
+    def __init__(
+        self, path: str | Path, options: BackendOptions | None = None, *, per_row: bool = False
+    ) -> None:
+        """``per_row``: run a graph with per-tensor dynamic int8 quantization as
+        its per-row rewrite (:mod:`asrserve.backends.row_quant`), so that each
+        row's output is the one it gets alone, when the graph allows it."""
         opts = (options or BackendOptions()).validate()
+        self.options = opts
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"{p}: model file not found")
@@ -62,8 +67,15 @@ class OrtSession:
                 f"provider {opts.provider!r} is not available in this onnxruntime build "
                 f"(available: {', '.join(ort.get_available_providers())})"
             )
+        self.batch_dependent = _has_dynamic_quantization(p)
+        graph: str | bytes = str(p)
+        if per_row and self.batch_dependent:
+            rewritten = per_row_graph(p)
+            if rewritten is not None:
+                graph = rewritten if isinstance(rewritten, bytes) else str(rewritten)
+                self.batch_dependent = False
         try:
-            self._sess = ort.InferenceSession(str(p), sess_options=so, providers=[provider])
+            self._sess = ort.InferenceSession(graph, sess_options=so, providers=[provider])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelLoadError(f"{p}: not a loadable ONNX model ({exc})") from exc
         self.path = str(p)
@@ -78,7 +90,6 @@ class OrtSession:
         self._output_names = [o.name for o in self.outputs]
         meta = self._sess.get_modelmeta().custom_metadata_map
         self.metadata: Mapping[str, str] = dict(meta)
-        self.batch_dependent = _has_dynamic_quantization(p)
         # The binding's own run: InferenceSession.run adds ~5 us of Python checks
         # per call (input names, graph capture, EP fallback), which
         # :meth:`run` does only when a call fails.

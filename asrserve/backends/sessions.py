@@ -19,6 +19,7 @@ def open_session(
     options: BackendOptions | None = None,
     *,
     small: bool = False,
+    per_row: bool = False,
     fp16: bool = True,
     custom_layers: Mapping[str, Callable[[], Any]] | None = None,
 ) -> Session:
@@ -26,6 +27,9 @@ def open_session(
 
     ``small``: a graph run on a few rows per call (decoders, joiners), which
     gets one thread: a pool's wake-ups cost more than they bring.
+    ``per_row``: an onnxruntime graph with per-tensor dynamic int8
+    quantization loads as its per-row rewrite where one can be made (see
+    :func:`per_row_twin`).
     ``fp16``/``custom_layers`` are ncnn's (storage and arithmetic in fp16
     where the CPU has it; layer types the graph needs registered).
     """
@@ -36,10 +40,23 @@ def open_session(
     if p.suffix == ".onnx":
         from asrserve.backends.onnxruntime import OrtSession
 
-        return OrtSession(p, opts)
+        return OrtSession(p, opts, per_row=per_row)
     if p.suffix == ".param":
         return open_ncnn(p, opts, fp16=fp16, custom_layers=custom_layers)
     raise ModelLoadError(f"{p}: not a model graph (expected an .onnx or ncnn .param file)")
+
+
+def per_row_twin(session: Session) -> Session | None:
+    """For an onnxruntime graph with per-tensor dynamic int8 quantization, its
+    per-row rewrite (:mod:`asrserve.backends.row_quant`): a batch of rows then
+    gives each row what it gets alone. ``None`` where ``session``'s rows never
+    depend on each other anyway, or no rewrite can be made."""
+    from asrserve.backends.onnxruntime import OrtSession
+
+    if not session.batch_dependent or not isinstance(session, OrtSession):
+        return None
+    rows = OrtSession(session.path, session.options, per_row=True)
+    return None if rows.batch_dependent else rows
 
 
 def open_ncnn(

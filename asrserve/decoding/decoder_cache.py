@@ -3,8 +3,9 @@
 A stateless transducer decoder is a pure function of its last
 ``context_size`` tokens, so its output can be shared by every hypothesis
 of every stream that ends in the same tokens. For graphs with per-tensor
-dynamic activation quantization each context is computed alone, so a
-cached row never depends on which other rows shared its batch; where a
+dynamic activation quantization each context is computed alone (or, given
+the graph's per-row rewrite, all of them in one call that gives each the
+same), so a cached row never depends on which other rows shared its batch; where a
 search needs a batch's own rows (beam search as the references run it),
 :meth:`DecoderCache.get_batch` remembers whole batches instead.
 
@@ -33,8 +34,13 @@ class DecoderCache:
         max_entries: int = 20000,
         batch_dependent: bool = False,
         max_batches: int = 4096,
+        run_rows: Callable[[npt.NDArray[np.int64]], FloatArray] | None = None,
     ) -> None:
+        """``run_rows``: for a ``batch_dependent`` decoder, a twin whose rows
+        are each what the original gives that context alone (a per-row int8
+        rewrite): :meth:`get` then runs all misses in one call."""
         self._run = run_decoder
+        self._run_rows = run_rows
         self.context_size = context_size
         self.max_entries = max_entries
         self.max_batches = max_batches
@@ -78,7 +84,9 @@ class DecoderCache:
                     rows[c] = hit
         missing = [c for c in dict.fromkeys(contexts) if c not in rows]
         if missing:
-            if self.batch_dependent:
+            if self._run_rows is not None:
+                out = self._run_rows(np.asarray(missing, dtype=np.int64))
+            elif self.batch_dependent:
                 # one context per run keeps every cached row independent of its batch
                 out = np.concatenate([self.run(ctx) for ctx in missing])
             else:

@@ -8,7 +8,7 @@ stacks and unstacks them along each tensor's batch axis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.backends.base import Session
+from asrserve.backends.sessions import per_row_twin
 from asrserve.config import DecodingConfig, normalize_method
 from asrserve.decoding.beam import ModifiedBeamSearch
 from asrserve.decoding.decoder_cache import DecoderCache
@@ -162,6 +163,12 @@ class TransducerModel(BatchedStates):
         self.encoder = encoder
         self.decoder = decoder
         self.joiner = joiner
+        # greedy search runs these where they exist: batches of streams share
+        # one call, and each row is what the stream gets alone (beam search
+        # keeps the originals, run per stream as sherpa-onnx runs a stream's
+        # paths, so their per-batch int8 scales come out the same)
+        self.decoder_rows: Session | None = per_row_twin(decoder)
+        self.joiner_rows: Session | None = per_row_twin(joiner)
         where = f"{decoder.path}"
         self.context_size = meta_int(decoder.metadata, "context_size", where)
         self.vocab_size = meta_int(decoder.metadata, "vocab_size", where)
@@ -181,12 +188,26 @@ class TransducerModel(BatchedStates):
     def graphs(self) -> dict[str, Session]:
         return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
 
+    def use_per_row_encoder(self) -> None:
+        """Swap an encoder that quantizes activations per batch for its per-row
+        rewrite, when one can be made (see :mod:`asrserve.backends.row_quant`)."""
+        from asrserve.backends.onnxruntime import OrtSession
+
+        enc = self.encoder
+        if isinstance(enc, OrtSession) and enc.batch_dependent:
+            rows = OrtSession(enc.path, enc.options, per_row=True)
+            if not rows.batch_dependent:
+                self.encoder = rows
+
     @property
     def decoder_cache(self) -> DecoderCache:
         """Decoder outputs by context, shared by every search of the model."""
         if self._decoder_cache is None:
             self._decoder_cache = DecoderCache(
-                self.run_decoder, self.context_size, batch_dependent=self.decoder.batch_dependent
+                self.run_decoder,
+                self.context_size,
+                batch_dependent=self.decoder.batch_dependent,
+                run_rows=self._decoder_rows_runner(),
             )
         return self._decoder_cache
 
@@ -197,7 +218,7 @@ class TransducerModel(BatchedStates):
             skip = frozenset({self.blank_id, symbols.unk_id})
         if normalize_method(cfg.method) == "greedy":
             return GreedySearch(
-                self.run_joiner,
+                self.run_joiner_rows,
                 self.decoder_cache,
                 skip,
                 cfg.blank_penalty,
@@ -263,6 +284,26 @@ class TransducerModel(BatchedStates):
         """(N, D) and (N, D) → logits (N, vocab_size)."""
         out = self.joiner.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
+
+    def run_joiner_rows(self, encoder_out: FloatArray, decoder_out: FloatArray) -> FloatArray:
+        """:meth:`run_joiner` where each row's logits are what it gets alone."""
+        rows = self.joiner_rows
+        if rows is None:
+            return self.run_joiner(encoder_out, decoder_out)
+        out = rows.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
+        return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
+
+    def _decoder_rows_runner(self) -> Callable[[npt.NDArray[np.int64]], FloatArray] | None:
+        """:meth:`run_decoder` on the per-row twin, where the decoder has one."""
+        rows = self.decoder_rows
+        if rows is None:
+            return None
+
+        def run(context: npt.NDArray[np.int64]) -> FloatArray:
+            out = rows.run({self._y_name: context})[0]
+            return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+
+        return run
 
     def run_joiner_frame(self, encoder_frame: FloatArray, decoder_out: FloatArray) -> FloatArray:
         """One encoder frame (D,) against the P decoder rows (P, D) → logits (P, vocab_size)."""

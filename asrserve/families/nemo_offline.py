@@ -414,8 +414,8 @@ def load_model(
     opts = backend or BackendOptions()
     return NemoOfflineModel(
         open_session(pick_file(d, "encoder", precision), opts),
-        open_session(pick_file(d, "decoder", precision), opts, small=True),
-        open_session(pick_file(d, "joiner", precision), opts, small=True),
+        open_session(pick_file(d, "decoder", precision), opts, small=True, per_row=True),
+        open_session(pick_file(d, "joiner", precision), opts, small=True, per_row=True),
     )
 
 

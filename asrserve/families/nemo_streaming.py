@@ -401,7 +401,7 @@ def load_model(
     enc_file = str(cfg.section("encoder").get("model_file", "encoder_model.onnx"))
     dec_file = str(cfg.section("decoder").get("model_file", "decoder_model.onnx"))
     encoder = open_session(d / prec / enc_file, opts)
-    decoder = open_session(d / prec / dec_file, opts, small=True)
+    decoder = open_session(d / prec / dec_file, opts, small=True, per_row=True)
     return NemoStreamingModel(encoder, decoder, cfg), cfg, prec
 
 

@@ -776,7 +776,7 @@ def load_recognizer(
         preprocess = _onnx_preprocessor(open_session(graph, backend))
     model = TdtModel(
         open_session(encoder_path, backend),
-        open_session(decoder_path, backend),
+        open_session(decoder_path, backend, per_row=True),
         preprocess,
         vocab_size=len(symbols),
         blank_id=blank_id,

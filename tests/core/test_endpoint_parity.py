@@ -63,7 +63,11 @@ def test_endpointed_segments_equal_sherpa_onnx(
     tiny_lstm_dir: Path, tiny_wavs: list[Path], method: str
 ) -> None:
     ref = sherpa_recognizer(
-        tiny_lstm_dir, "encoder.onnx", "decoder.onnx", "joiner.onnx", method,
+        tiny_lstm_dir,
+        "encoder.onnx",
+        "decoder.onnx",
+        "joiner.onnx",
+        method,
         enable_endpoint_detection=True,
     )
     ours = asrserve.load_model(

@@ -1,13 +1,16 @@
 """``Recognizer.isolate_batches``: with an encoder whose int8 activation scales
 are computed per batch, one stream's audio changes another's numbers, unless
-the recognizer runs it stream by stream."""
+the recognizer runs its per-row rewrite (or, where none can be made, runs the
+encoder stream by stream)."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 import asrserve
+from asrserve.backends import onnxruntime as ort_backend
 from tests.conftest import BUILTIN, read_wav
 
 
@@ -23,7 +26,12 @@ def _decode(
     return streams
 
 
-def test_isolated_streams_are_untouched_by_their_batch_mates() -> None:
+@pytest.mark.parametrize("rewrite", [True, False], ids=["per-row-graph", "stream-by-stream"])
+def test_isolated_streams_are_untouched_by_their_batch_mates(
+    rewrite: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not rewrite:
+        monkeypatch.setattr(ort_backend, "per_row_graph", lambda path: None)
     rec = asrserve.load_model(BUILTIN)
     assert rec.model.encoder.batch_dependent  # the demo encoder: dynamic int8
     x, sr = read_wav(sorted((BUILTIN / "test_wavs").glob("*.wav"))[0])
@@ -39,7 +47,13 @@ def test_isolated_streams_are_untouched_by_their_batch_mates() -> None:
     )
 
     rec.isolate_batches = True
+    assert rec.batch_dependent is not rewrite  # the per-row encoder took over
+    calls = []
+    run = rec.model.run_encoder
+    monkeypatch.setattr(rec.model, "run_encoder", lambda *a: calls.append(1) or run(*a))
     isolated = _decode(rec, [x, loud])[0]
+    chunks = isolated.decoded_chunks
+    assert len(calls) == (chunks if rewrite else 2 * chunks)
     for a, b in zip(alone.encoder_state, isolated.encoder_state, strict=True):
         np.testing.assert_array_equal(a, b)
     assert rec.token_ids(isolated) == rec.token_ids(alone)
