@@ -288,7 +288,7 @@ class TransducerModel(BatchedStates):
     def run_joiner_rows(self, encoder_out: FloatArray, decoder_out: FloatArray) -> FloatArray:
         """:meth:`run_joiner` where each row's logits are what it gets alone."""
         rows = self.joiner_rows
-        if rows is None:
+        if rows is None or encoder_out.shape[0] == 1:  # one row: the same, and faster
             return self.run_joiner(encoder_out, decoder_out)
         out = rows.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
@@ -300,6 +300,8 @@ class TransducerModel(BatchedStates):
             return None
 
         def run(context: npt.NDArray[np.int64]) -> FloatArray:
+            if context.shape[0] == 1:  # one row: the same, and faster
+                return self.run_decoder(context)
             out = rows.run({self._y_name: context})[0]
             return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
 

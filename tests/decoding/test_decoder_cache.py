@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from asrserve.decoding.decoder_cache import DecoderCache
 
@@ -75,3 +76,28 @@ def test_batches_of_a_batch_dependent_graph_are_remembered_whole() -> None:
     cache.clear()
     cache.get_batch(batch)
     assert len(calls) == 4
+
+
+def test_a_per_row_twin_runs_all_misses_of_a_batch_dependent_graph_at_once() -> None:
+    """Without a twin each missing context runs alone; with one (rows that are
+    what each context gets alone) all misses share one call."""
+    runs: list[int] = []
+
+    def alone_rows(context: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        runs.append(len(context))
+        return context.astype(np.float32)
+
+    contexts = [(1, 2), (3, 4), (5, 6)]
+    plain = DecoderCache(alone_rows, 2, batch_dependent=True)
+    np.testing.assert_array_equal(plain.get(contexts), contexts)
+    assert runs == [1, 1, 1]
+    runs.clear()
+    twin = DecoderCache(
+        lambda c: pytest.fail("the twin runs the misses"),
+        2,
+        batch_dependent=True,
+        run_rows=alone_rows,
+    )
+    np.testing.assert_array_equal(twin.get(contexts), contexts)
+    np.testing.assert_array_equal(twin.get(contexts[1:]), contexts[1:])  # all hits
+    assert runs == [3]
