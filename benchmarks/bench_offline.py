@@ -13,6 +13,11 @@ tokens and timestamps for every file (sherpa-onnx is run with
 With dynamic int8 graphs a stream's result depends on its batch mates in both
 runtimes, and the batches differ, so some transcripts may differ.
 
+``--isolate`` adds ``asrserve transcribe --isolate-batches`` on the int8
+configs, and compares both asrserve commands' transcripts with each file
+decoded alone (``--batch 1``). The asrserve commands run with their bytecode
+cached (``PYTHONPYCACHEPREFIX``), as an installed package runs.
+
 A second table is in-process: the asrserve API on the same audio, CPU time of
 the rolling batch (``transcribe_many``) against decoding the files one by one
 (``transcribe_segments`` each), model load excluded.
@@ -103,12 +108,23 @@ def loadavg() -> float:
     return os.getloadavg()[0]
 
 
-def timed(cmd: Sequence[str], out: Path, err: Path) -> Run:
+def child_env(pycache: Path) -> dict[str, str]:
+    """The commands' environment: Python bytecode is written (into ``pycache``)
+    and read again, as an installed package's is; an environment that forbids
+    writing it (``PYTHONDONTWRITEBYTECODE``) would make every asrserve run
+    compile its modules anew, which no installed copy does."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def timed(cmd: Sequence[str], out: Path, err: Path, env: dict[str, str] | None = None) -> Run:
     """Run ``cmd`` to its end; its own CPU time (user + system) and wall time."""
     load = loadavg()
     with out.open("wb") as o, err.open("wb") as e:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=o, stderr=e)
+        proc = subprocess.Popen(list(cmd), stdout=o, stderr=e, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -133,7 +149,9 @@ def sherpa_cmd(cfg: Config, files: Sequence[Path], threads: int) -> list[str]:
     ]
 
 
-def asrserve_cmd(cfg: Config, files: Sequence[Path], threads: int, batch: int) -> list[str]:
+def asrserve_cmd(
+    cfg: Config, files: Sequence[Path], threads: int, batch: int, *extra: str
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -150,6 +168,7 @@ def asrserve_cmd(cfg: Config, files: Sequence[Path], threads: int, batch: int) -
         "--no-progress",
         "--batch",
         str(batch),
+        *extra,
         *map(str, files),
     ]
 
@@ -215,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also time 'asrserve transcribe --batch 1' (one file after another, as before)",
     )
+    p.add_argument(
+        "--isolate",
+        action="store_true",
+        help="also time 'asrserve transcribe --isolate-batches' on the int8 configs, and "
+        "compare both asrserve commands' transcripts with each file decoded alone",
+    )
     p.add_argument("--quick", action="store_true", help="tiny-fp32, one run of each")
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = p.parse_args(argv)
@@ -232,8 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"asrserve --batch {batch}; {os.cpu_count()} CPUs; load {os.getloadavg()}")  # fmt: skip
     rows: list[Row] = []
     checks: dict[str, dict[str, int]] = {}
+    vs_alone: dict[str, dict[str, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "out", Path(tmp) / "err"
+        env = child_env(Path(tmp) / "pycache")
+
+        def transcripts(cmd: Sequence[str]) -> list[dict[str, Any]]:
+            timed(cmd, out, err, env)
+            return [json.loads(line) for line in out.read_text().splitlines()]
+
         for cfg in configs:
             cmds = {
                 "sherpa-onnx": sherpa_cmd(cfg, files, args.threads),
@@ -241,17 +273,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             if args.before:
                 cmds["asrserve --batch 1"] = asrserve_cmd(cfg, files, args.threads, 1)
-            # warm-up (page cache, imports) and the transcripts' comparison
+            isolate = args.isolate and cfg.precision == "int8"
+            if isolate:
+                cmds["asrserve --isolate-batches"] = asrserve_cmd(
+                    cfg, files, args.threads, batch, "--isolate-batches"
+                )
+            # warm-up (page cache, imports, bytecode, int8 rewrites) and the
+            # transcripts' comparison
             timed(cmds["sherpa-onnx"], out, err)
             theirs = sherpa_results(err.read_text())
-            timed(cmds["asrserve"], out, err)
-            ours = [json.loads(line) for line in out.read_text().splitlines()]
+            ours = transcripts(cmds["asrserve"])
             checks[cfg.name] = compare(ours, theirs)
             print(f"{cfg.name}: transcripts vs sherpa-onnx {checks[cfg.name]}", flush=True)
+            if isolate:
+                alone = transcripts(asrserve_cmd(cfg, files, args.threads, 1))
+                isolated = transcripts(cmds["asrserve --isolate-batches"])
+                vs_alone[cfg.name] = {
+                    "asrserve": compare(ours, alone),
+                    "asrserve --isolate-batches": compare(isolated, alone),
+                }
+                print(f"{cfg.name}: vs each file alone {vs_alone[cfg.name]}", flush=True)
             mine = {tool: Row(cfg.name, tool) for tool in cmds}
             for _ in range(args.repeat):
                 for tool, cmd in cmds.items():
-                    run = timed(cmd, out, err)
+                    run = timed(cmd, out, err, env)
                     mine[tool].runs.append(run)
                     print(f"  {cfg.name:14s} {tool:16s} cpu {run.cpu_s:7.2f} s  wall "
                           f"{run.wall_s:6.2f} s  load {run.load:.2f}", flush=True)  # fmt: skip
@@ -291,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "threads": args.threads,
                     "batch": batch,
                     "transcripts_vs_sherpa": checks,
+                    "transcripts_vs_alone": vs_alone,
                     "rows": table,
                     "runs": [asdict(r) | {"config": r.config, "tool": r.tool} for r in rows],
                 },

@@ -44,11 +44,17 @@ class OrtSession:
     """A graph loaded into an ``onnxruntime.InferenceSession``."""
 
     def __init__(
-        self, path: str | Path, options: BackendOptions | None = None, *, per_row: bool = False
+        self,
+        path: str | Path,
+        options: BackendOptions | None = None,
+        *,
+        per_row: bool = False,
+        grouped: bool = False,
     ) -> None:
         """``per_row``: run a graph with per-tensor dynamic int8 quantization as
         its per-row rewrite (:mod:`asrserve.backends.row_quant`), so that each
-        row's output is the one it gets alone, when the graph allows it."""
+        row's output is the one it gets alone, when the graph allows it;
+        ``grouped``: its per-group rewrite (inputs with a leading group axis)."""
         opts = (options or BackendOptions()).validate()
         self.options = opts
         p = Path(path)
@@ -70,7 +76,7 @@ class OrtSession:
         self.batch_dependent = _has_dynamic_quantization(p)
         graph: str | bytes = str(p)
         if per_row and self.batch_dependent:
-            rewritten = per_row_graph(p)
+            rewritten = per_row_graph(p, grouped=grouped)
             if rewritten is not None:
                 graph = rewritten if isinstance(rewritten, bytes) else str(rewritten)
                 self.batch_dependent = False

@@ -92,9 +92,31 @@ _NUMPY_TYPES: dict[str, Any] = {
 }
 
 
-def per_row_model(model: onnx.ModelProto) -> onnx.ModelProto | None:
+def _add_group_axis(graph: onnx.GraphProto) -> None:
+    """Give every graph input and output a new leading axis ``G``."""
+    import onnx
+
+    for vi in [*graph.input, *graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        old = list(dims)
+        del dims[:]
+        dims.add().dim_param = "G"
+        for d in old:
+            dims.append(onnx.TensorShapeProto.Dimension())
+            dims[-1].CopyFrom(d)
+    del graph.value_info[:]  # shapes inferred for the old ranks
+
+
+def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.ModelProto | None:
     """A copy of ``model`` with per-row dynamic quantization, or ``None`` when
-    the graph has none to rewrite or cannot be rewritten safely."""
+    the graph has none to rewrite or cannot be rewritten safely.
+
+    ``grouped``: every input and output gets a new leading axis, and the
+    scales are taken per item of that axis: feeding (G, N, ...) then gives
+    each group what the original gives its (N, ...) rows as one batch (a
+    stream's beam paths, as a reference runtime batches them). The graph's
+    ops must take the extra axis (elementwise ops and matrix products do),
+    else the probe fails and there is no rewrite."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -102,6 +124,8 @@ def per_row_model(model: onnx.ModelProto) -> onnx.ModelProto | None:
     model_copy.CopyFrom(model)
     model = model_copy
     g = model.graph
+    if grouped:
+        _add_group_axis(g)
     quant = [n for n in g.node if n.op_type == _QUANT and n.domain in ("", "ai.onnx")]
     if not quant:
         return None
@@ -229,8 +253,8 @@ def cache_dir() -> Path:
     return base / "asrserve" / "graphs"
 
 
-def per_row_graph(path: Path) -> Path | bytes | None:
-    """The per-row rewrite of the graph file ``path``: a cached file, or the
+def per_row_graph(path: Path, *, grouped: bool = False) -> Path | bytes | None:
+    """The per-row (or ``grouped``) rewrite of the graph file ``path``: a cached file, or the
     serialized graph when the cache cannot be written; ``None`` when the graph
     cannot be rewritten or the ``onnx`` package is missing (then callers keep
     the original, batch-dependent graph).
@@ -244,7 +268,7 @@ def per_row_graph(path: Path) -> Path | bytes | None:
     with path.open("rb") as f:
         while block := f.read(1 << 22):
             digest.update(block)
-    key = f"{digest.hexdigest()[:40]}-v{REWRITE_VERSION}"
+    key = f"{digest.hexdigest()[:40]}-v{REWRITE_VERSION}{'-grouped' if grouped else ''}"
     folder = cache_dir()
     cached, none = folder / f"{key}.onnx", folder / f"{key}.none"
     if cached.is_file():
@@ -257,7 +281,7 @@ def per_row_graph(path: Path) -> Path | bytes | None:
         log.info("%s: per-row quantization needs the onnx package; batches stay shared", path)
         return None
     try:
-        rewritten = per_row_model(onnx.load(str(path)))
+        rewritten = per_row_model(onnx.load(str(path)), grouped=grouped)
     except Exception as exc:  # a graph onnx or the probe cannot handle: keep the original
         log.info("%s: no per-row rewrite (%s: %s)", path, type(exc).__name__, exc)
         rewritten = None

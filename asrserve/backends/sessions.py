@@ -46,16 +46,17 @@ def open_session(
     raise ModelLoadError(f"{p}: not a model graph (expected an .onnx or ncnn .param file)")
 
 
-def per_row_twin(session: Session) -> Session | None:
+def per_row_twin(session: Session, *, grouped: bool = False) -> Session | None:
     """For an onnxruntime graph with per-tensor dynamic int8 quantization, its
     per-row rewrite (:mod:`asrserve.backends.row_quant`): a batch of rows then
-    gives each row what it gets alone. ``None`` where ``session``'s rows never
+    gives each row what it gets alone (``grouped``: each group of rows what
+    the group gets as one batch). ``None`` where ``session``'s rows never
     depend on each other anyway, or no rewrite can be made."""
     from asrserve.backends.onnxruntime import OrtSession
 
     if not session.batch_dependent or not isinstance(session, OrtSession):
         return None
-    rows = OrtSession(session.path, session.options, per_row=True)
+    rows = OrtSession(session.path, session.options, per_row=True, grouped=grouped)
     return None if rows.batch_dependent else rows
 
 

@@ -128,7 +128,9 @@ class ModifiedBeamSearch:
     fresh path's decoder context; ``keep_context``: see :meth:`reset`.
     ``per_stream``: run the decoder and joiner once per stream over all of its
     paths (``joiner_frame``: one encoder frame (D,) against P decoder rows),
-    as the references do for one stream."""
+    as the references do for one stream; ``group_joiner`` (S, P, D) x
+    (S, P, D) -> (S, P, V), where given, gives every stream exactly that in
+    one call for all streams."""
 
     supports_hotwords = True
 
@@ -142,6 +144,7 @@ class ModifiedBeamSearch:
         *,
         per_stream: bool = False,
         joiner_frame: Callable[[FloatArray, FloatArray], FloatArray],
+        group_joiner: Callable[[FloatArray, FloatArray], FloatArray] | None = None,
         context_fill: int = -1,
         keep_context: bool = True,
         temperature: float = 2.0,
@@ -149,6 +152,7 @@ class ModifiedBeamSearch:
         self.joiner = joiner
         self.temperature = temperature
         self.joiner_frame = joiner_frame
+        self.group_joiner = group_joiner
         self.per_stream = per_stream
         self.decoder = decoder
         self.skip_ids = frozenset(skip_ids)
@@ -231,11 +235,17 @@ class ModifiedBeamSearch:
         engines whose kernels round differently by call shape (ncnn). The
         decoder's output for a stream's batch of contexts is remembered whole
         (:meth:`DecoderCache.get_batch`), so it equals an uncached run."""
-        out = []
-        for i, hyps in enumerate(prev):
-            contexts = [self.decoder.context_of(h.ys, h.carried) for h in hyps]
-            dec = self.decoder.get_batch(contexts)
-            out.append(self.joiner_frame(enc_t[i], dec))
+        ctx = self.decoder.context_of
+        decs = [self.decoder.get_batch([ctx(h.ys, h.carried) for h in hyps]) for hyps in prev]
+        if self.group_joiner is not None and len(decs) > 1:
+            # pad each stream's paths to the widest by repeating its first row:
+            # a repeated row changes no group's value range, so no scale
+            width = max(len(d) for d in decs)
+            dec = np.stack([np.concatenate([d, d[:1].repeat(width - len(d), 0)]) for d in decs])
+            enc = np.repeat(enc_t[:, None, :], width, axis=1)
+            logits = self.group_joiner(enc, dec)
+            return np.concatenate([logits[i, : len(d)] for i, d in enumerate(decs)])
+        out = [self.joiner_frame(enc_t[i], dec) for i, dec in enumerate(decs)]
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def tokens(self, state: BeamState) -> Best:

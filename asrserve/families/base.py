@@ -169,6 +169,8 @@ class TransducerModel(BatchedStates):
         # paths, so their per-batch int8 scales come out the same)
         self.decoder_rows: Session | None = per_row_twin(decoder)
         self.joiner_rows: Session | None = per_row_twin(joiner)
+        # beam search: every stream's paths quantized as one batch, all streams in one call
+        self.joiner_groups: Session | None = per_row_twin(joiner, grouped=True)
         where = f"{decoder.path}"
         self.context_size = meta_int(decoder.metadata, "context_size", where)
         self.vocab_size = meta_int(decoder.metadata, "vocab_size", where)
@@ -235,6 +237,7 @@ class TransducerModel(BatchedStates):
             cfg.blank_penalty,
             per_stream=self.joiner_per_frame or self.joiner.batch_dependent,
             joiner_frame=self.run_joiner_frame,
+            group_joiner=None if self.joiner_groups is None else self.run_joiner_groups,
             context_fill=self.initial_context_fill,
             keep_context=self.reset_keeps_context,
             temperature=cfg.temperature_scale,
@@ -292,6 +295,14 @@ class TransducerModel(BatchedStates):
             return self.run_joiner(encoder_out, decoder_out)
         out = rows.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
+
+    def run_joiner_groups(self, encoder_out: FloatArray, decoder_out: FloatArray) -> FloatArray:
+        """(S, P, D) and (S, P, D) → logits (S, P, vocab_size), each group of P
+        rows what the original joiner gives them as one batch."""
+        assert self.joiner_groups is not None
+        feeds = {self._enc_name: encoder_out, self._dec_name: decoder_out}
+        out = self.joiner_groups.run(feeds)[0]
+        return out.reshape(*out.shape[:2], -1)  # type: ignore[return-value]
 
     def _decoder_rows_runner(self) -> Callable[[npt.NDArray[np.int64]], FloatArray] | None:
         """:meth:`run_decoder` on the per-row twin, where the decoder has one."""

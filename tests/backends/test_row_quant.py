@@ -135,3 +135,22 @@ def test_an_unwritable_cache_still_gives_the_rewrite(
     got = per_row_graph(BUILTIN / "joiner.int8.onnx")
     assert isinstance(got, bytes)
     assert onnx.load_from_string(got).graph.node
+
+
+def test_each_group_is_what_its_rows_get_as_one_batch(tiny_lstm_dir: Path) -> None:
+    path = str(tiny_lstm_dir / "joiner.int8.onnx")
+    original = _session(path)
+    grouped = per_row_model(onnx.load(path), grouped=True)
+    assert grouped is not None
+    groups = _session(grouped)
+    flat = _feeds(original, 12)
+    feeds = {k: v.reshape(3, 4, -1) for k, v in flat.items()}  # 3 groups of 4 rows
+    (got,) = groups.run(None, feeds)
+    assert got.shape[:2] == (3, 4)
+    for g in range(3):
+        (want,) = original.run(None, {k: v[g] for k, v in feeds.items()})
+        np.testing.assert_array_equal(got[g], want)
+    (shared,) = original.run(None, flat)
+    assert not np.array_equal(shared.reshape(got.shape), got)
+    # the decoder's ops (a fixed-rank transpose) cannot take the group axis
+    assert per_row_graph(tiny_lstm_dir / "decoder.int8.onnx", grouped=True) is None

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 import asrserve
+from asrserve.families.base import TransducerModel
 from tests.conftest import read_wav
 from tests.reference import (
     TAIL_PADDING_S,
     asrserve_decode,
     asrserve_decode_batched,
+    feed_batched,
     sherpa_decode,
     sherpa_recognizer,
 )
@@ -100,3 +102,37 @@ def test_int8_batched_streams_agree(tiny_lstm_dir: Path, tiny_wavs: list[Path]) 
     together = [ours.get_result(s).tokens for s in streams]
     same = sum(a == b for a, b in zip(alone, together, strict=True))
     assert same >= len(audio) - 2, (alone, together)
+
+
+def _outcome(rec: asrserve.Recognizer, stream: asrserve.Stream) -> tuple[object, ...]:
+    r = rec.get_result(stream)
+    return r.tokens, r.timestamps, r.ys_probs  # confidences: any change in the logits
+
+
+@pytest.mark.parametrize("method", ["greedy", "modified_beam"])
+def test_isolated_int8_batches_equal_single(
+    tiny_lstm_dir: Path, tiny_wavs: list[Path], method: str
+) -> None:
+    """Dynamic int8 with ``isolate_batches``: per-row (encoder, greedy's
+    decoder and joiner) and per-stream (beam's joiner) rewrites give every
+    stream of a batch exactly what it gets alone, in batched calls."""
+    ours = _ours(tiny_lstm_dir, "int8", method)
+    ours.isolate_batches = True
+    assert not ours.batch_dependent
+    model = ours.model
+    assert isinstance(model, TransducerModel)
+    assert model.joiner_rows is not None
+    assert model.joiner_groups is not None
+    audio = [read_wav(w) for w in tiny_wavs[:8]]
+    alone = []
+    for x, sr in audio:
+        s = ours.create_stream()
+        s.accept_waveform(sr, x)
+        s.input_finished()
+        while ours.decode_streams([s]):
+            pass
+        alone.append(_outcome(ours, s))
+    streams = [ours.create_stream() for _ in audio]
+    batch_sizes = feed_batched(ours, audio, streams)
+    assert max(batch_sizes) == len(audio)
+    assert [_outcome(ours, s) for s in streams] == alone
