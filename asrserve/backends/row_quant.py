@@ -16,10 +16,10 @@ runs without one and the zero point comes off in int32, exactly:
 ``sum_k (xq - z)(w - wz) = sum_k xq (w - wz) - z * sum_k (w - wz)``.
 Row ``i`` of a batch then equals the original graph run on row ``i`` alone.
 
-The batch axis of each quantized tensor comes from ONNX shape inference (the
-axis carrying the graph input's batch symbol); a graph where any quantized
-tensor has no single such axis, or where the quantized values feed anything
-but ``MatMulInteger``, is left alone (``None``).
+The batch axis of each quantized tensor is found by running the graph on
+batches of 2 and 3; a graph where any quantized tensor has no single such
+axis, or where the quantized values feed anything but ``MatMulInteger`` with
+a constant 2-D weight, is left alone (``None``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
     import onnx
@@ -98,13 +99,42 @@ def _add_group_axis(graph: onnx.GraphProto) -> None:
 
     for vi in [*graph.input, *graph.output]:
         dims = vi.type.tensor_type.shape.dim
-        old = list(dims)
+        old = []
+        for d in dims:
+            kept = onnx.TensorShapeProto.Dimension()
+            kept.CopyFrom(d)
+            old.append(kept)
         del dims[:]
         dims.add().dim_param = "G"
-        for d in old:
-            dims.append(onnx.TensorShapeProto.Dimension())
-            dims[-1].CopyFrom(d)
+        dims.extend(old)
     del graph.value_info[:]  # shapes inferred for the old ranks
+
+
+def _column_sums(
+    mm: onnx.NodeProto, xq: str, xz: str, inits: dict[str, onnx.TensorProto]
+) -> npt.NDArray[np.int32] | None:
+    """``sum_k (w[k] - wz)`` of a ``MatMulInteger`` that takes the quantized
+    ``xq`` with zero point ``xz`` against a constant 2-D weight with a scalar
+    zero point; ``None`` for any other node."""
+    from onnx import numpy_helper
+
+    if mm.op_type != "MatMulInteger" or len(mm.input) < 3 or list(mm.input[:3:2]) != [xq, xz]:
+        return None
+    if mm.input[1] not in inits:
+        return None
+    w = numpy_helper.to_array(inits[mm.input[1]]).astype(np.int64)
+    wz = 0
+    if len(mm.input) > 3 and mm.input[3]:
+        if mm.input[3] not in inits:
+            return None
+        zero = numpy_helper.to_array(inits[mm.input[3]])
+        if zero.size != 1:
+            return None
+        wz = int(zero.reshape(-1)[0])
+    if w.ndim != 2:
+        return None
+    sums: npt.NDArray[np.int32] = (w - wz).sum(axis=0).astype(np.int32)
+    return sums
 
 
 def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.ModelProto | None:
@@ -131,6 +161,9 @@ def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.Mode
         return None
     if any(n.op_type in ("If", "Loop", "Scan") for n in g.node):
         return None  # subgraphs could consume the quantized values unseen
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:  # per-axis QuantizeLinear
+        return None
     batch_axes = _batch_axes(model, [n.input[0] for n in quant])
     inits = {i.name: i for i in g.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -138,9 +171,6 @@ def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.Mode
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     graph_outputs = {o.name for o in g.output}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:  # per-axis QuantizeLinear
-        return None
 
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # id(DQL node) -> replacement
     after: dict[int, list[onnx.NodeProto]] = {}  # id(MatMulInteger) -> zero-point fix
@@ -154,22 +184,9 @@ def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.Mode
         matmuls = consumers.get(xq, [])
         if not matmuls or consumers.get(xz, []) != matmuls:
             return None
-        for mm in matmuls:
-            if mm.op_type != "MatMulInteger" or list(mm.input[:1]) != [xq]:
-                return None
-            if len(mm.input) < 3 or mm.input[2] != xz or mm.input[1] not in inits:
-                return None
-            w = numpy_helper.to_array(inits[mm.input[1]])
-            if w.ndim != 2:
-                return None
-            wz = 0
-            if len(mm.input) > 3 and mm.input[3]:
-                if mm.input[3] not in inits:
-                    return None
-                wz_arr = numpy_helper.to_array(inits[mm.input[3]])
-                if wz_arr.size != 1:
-                    return None
-                wz = int(wz_arr.reshape(-1)[0])
+        colsums = [c for mm in matmuls if (c := _column_sums(mm, xq, xz, inits)) is not None]
+        if len(colsums) != len(matmuls):
+            return None
         p = f"{xq}/per_row"
 
         def name(s: str, p: str = p) -> str:
@@ -211,12 +228,7 @@ def per_row_model(model: onnx.ModelProto, *, grouped: bool = False) -> onnx.Mode
             helper.make_node("Cast", [name("zp_u8")], [name("zp_i32")], to=onnx.TensorProto.INT32),
         ]
         new_nodes[id(dq)] = nodes
-        for j, mm in enumerate(matmuls):
-            w = numpy_helper.to_array(inits[mm.input[1]]).astype(np.int64)
-            wz = 0
-            if len(mm.input) > 3 and mm.input[3]:
-                wz = int(numpy_helper.to_array(inits[mm.input[3]]).reshape(-1)[0])
-            colsum = (w - wz).sum(axis=0).astype(np.int32)
+        for j, (mm, colsum) in enumerate(zip(matmuls, colsums, strict=True)):
             cs, raw, fix = name(f"colsum{j}"), name(f"raw{j}"), name(f"fix{j}")
             new_inits.append(numpy_helper.from_array(colsum, cs))
             out = mm.output[0]
@@ -290,7 +302,11 @@ def per_row_graph(path: Path, *, grouped: bool = False) -> Path | bytes | None:
         folder.mkdir(parents=True, exist_ok=True)
         target = none if data is None else cached
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".tmp") as tmp:
-            tmp.write(data or b"")
+            try:
+                tmp.write(data or b"")
+            except OSError:
+                os.unlink(tmp.name)
+                raise
         os.replace(tmp.name, target)
     except OSError as exc:
         log.info("%s: cannot cache the per-row graph in %s (%s)", path, folder, exc)
