@@ -539,12 +539,41 @@ def _header_seconds(path: str) -> float:
     return float(info.frames) / float(info.samplerate) if info.samplerate else 0.0
 
 
+class _NoBar:
+    """What :func:`run_transcribe` uses of a tqdm bar, doing nothing."""
+
+    n = 0.0
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+    def clear(self) -> None:
+        return None
+
+
+def _progress_bar(show: bool, total: float, files: Sequence[str]) -> Any:
+    """A progress bar on stderr over ``total`` seconds of audio (drawn only on
+    a terminal), or, ``show`` false, one that does nothing, without importing tqdm."""
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    name = Path(files[0]).name if len(files) == 1 else f"{len(files)} files"
+    return tqdm(  # disable=None: only on a terminal
+        total=round(total, 1), unit="s", desc=name, disable=None, leave=False, file=sys.stderr
+    )
+
+
 def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Transcribe ``args.files`` as a rolling batch of ``args.batch`` streams
     (:func:`asrserve.core.rolling.transcribe_many`); outputs in the files' order."""
     out = out or sys.stdout
-    from tqdm import tqdm
-
     from asrserve.audio import truncated_seconds, truncation_warning
     from asrserve.bulk.split import read_blocks
     from asrserve.core.rolling import in_order, transcribe_many
@@ -566,14 +595,7 @@ def run_transcribe(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     total = 0.0 if args.no_progress else sum(_header_seconds(p) for p in args.files)
     show = total > 30.0  # short runs end before a bar says anything
-    with tqdm(
-        total=round(total, 1),
-        unit="s",
-        desc=Path(args.files[0]).name if len(args.files) == 1 else f"{len(args.files)} files",
-        disable=None if show else True,
-        leave=False,
-        file=sys.stderr,
-    ) as bar:
+    with _progress_bar(show, total, args.files) as bar:
 
         def consumed(seconds: float) -> None:
             bar.n = round(min(total, bar.n + seconds), 1)

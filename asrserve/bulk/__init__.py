@@ -10,13 +10,32 @@ failure-isolated, on a local process pool or a Ray cluster.
 
 from __future__ import annotations
 
-from asrserve.bulk.engines import BulkError
-from asrserve.bulk.engines.local import LocalEngine
-from asrserve.bulk.manifest import Item, ManifestError, read_inputs
-from asrserve.bulk.runner import Summary, run_bulk
-from asrserve.bulk.sink import JsonlSink
-from asrserve.bulk.split import SplitConfig
-from asrserve.bulk.worker import ModelSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asrserve.bulk.engines import BulkError
+    from asrserve.bulk.engines.local import LocalEngine
+    from asrserve.bulk.manifest import Item, ManifestError, read_inputs
+    from asrserve.bulk.runner import Summary, run_bulk
+    from asrserve.bulk.sink import JsonlSink
+    from asrserve.bulk.split import SplitConfig
+    from asrserve.bulk.worker import ModelSpec
+
+# imported on first use: the CLI imports asrserve.bulk.split for every command,
+# and the process pool's modules are not needed until a bulk run
+_HOMES = {
+    "BulkError": "asrserve.bulk.engines",
+    "LocalEngine": "asrserve.bulk.engines.local",
+    "Item": "asrserve.bulk.manifest",
+    "ManifestError": "asrserve.bulk.manifest",
+    "read_inputs": "asrserve.bulk.manifest",
+    "Summary": "asrserve.bulk.runner",
+    "run_bulk": "asrserve.bulk.runner",
+    "JsonlSink": "asrserve.bulk.sink",
+    "SplitConfig": "asrserve.bulk.split",
+    "ModelSpec": "asrserve.bulk.worker",
+}
 
 __all__ = [
     "BulkError",
@@ -30,3 +49,10 @@ __all__ = [
     "read_inputs",
     "run_bulk",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

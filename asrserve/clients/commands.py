@@ -8,7 +8,6 @@ failure (server, device, input), 2 a usage error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any, TextIO
@@ -135,6 +134,8 @@ def run_client(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.format == "text":
             display.show(msg, prefix=f"{path}: ")
 
+    import asyncio
+
     try:
         results = asyncio.run(
             transcribe_files(
@@ -164,6 +165,8 @@ def run_client(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def run_mic(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """``asrserve mic``: live transcription until Ctrl-C."""
+    import asyncio
+
     from asrserve.clients.mic import (
         LiveDisplay,
         stop_on_interrupt,
