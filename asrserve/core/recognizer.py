@@ -205,18 +205,19 @@ class Recognizer:
     def isolate_batches(self) -> bool:
         """Keep every stream's encoder output what it is alone where the graph
         quantizes activations per batch (dynamic int8), so no client's audio
-        can change another's transcript. Setting it swaps such an encoder for
-        its per-row rewrite (one batched call, about a third slower per call
-        on the 80M LSTM); where none can be made, the encoder runs stream by
-        stream (a server option; costs throughput)."""
+        can change another's transcript. Setting it swaps such an encoder and
+        greedy search's joiner for their per-row rewrites (one batched call;
+        the encoder about a third slower per call on the 80M LSTM); where none
+        can be made, the encoder runs stream by stream (a server option; costs
+        throughput)."""
         return self._isolate_batches
 
     @isolate_batches.setter
     def isolate_batches(self, value: bool) -> None:
         self._isolate_batches = value
-        per_row = getattr(self.model, "use_per_row_encoder", None)
-        if value and self.batch_dependent and per_row is not None:
-            per_row()
+        isolate_rows = getattr(self.model, "isolate_rows", None)
+        if isolate_rows is not None:
+            isolate_rows(value)
 
     @property
     def batch_dependent(self) -> bool:

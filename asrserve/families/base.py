@@ -155,6 +155,8 @@ class TransducerModel(BatchedStates):
     (sherpa-onnx); ``False``: it restarts, only the first decoder output
     carries over (sherpa-ncnn)."""
     _decoder_cache: DecoderCache | None = None  # made on first use (decoder_cache)
+    _rows_alone = False  # see isolate_rows
+    _shared_encoder: Session | None = None  # the original, while isolate_rows swapped it
     joiner_per_frame: bool = False
     """Beam search calls :meth:`run_joiner_frame` once per stream and frame
     (the reference's call shape) instead of one joiner run over all streams."""
@@ -190,16 +192,26 @@ class TransducerModel(BatchedStates):
     def graphs(self) -> dict[str, Session]:
         return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
 
-    def use_per_row_encoder(self) -> None:
-        """Swap an encoder that quantizes activations per batch for its per-row
-        rewrite, when one can be made (see :mod:`asrserve.backends.row_quant`)."""
+    def isolate_rows(self, on: bool) -> None:
+        """Give every row of a batch what it gets alone (``Recognizer.isolate_batches``):
+        greedy search's joiner runs as its per-row rewrite, and an encoder that
+        quantizes activations per batch is swapped for its per-row rewrite,
+        when one can be made (see :mod:`asrserve.backends.row_quant`). Off,
+        the joiner's batched call is the original's, as sherpa-onnx runs it
+        (cheaper: the rewrite's extra nodes cost about as much as a small
+        joiner), since the encoder's batch already moves the results."""
         from asrserve.backends.onnxruntime import OrtSession
 
+        self._rows_alone = on
         enc = self.encoder
+        if not on:
+            if self._shared_encoder is not None:  # back to the cheaper original
+                self.encoder, self._shared_encoder = self._shared_encoder, None
+            return
         if isinstance(enc, OrtSession) and enc.batch_dependent:
             rows = OrtSession(enc.path, enc.options, per_row=True)
             if not rows.batch_dependent:
-                self.encoder = rows
+                self.encoder, self._shared_encoder = rows, enc
 
     @property
     def decoder_cache(self) -> DecoderCache:
@@ -289,10 +301,11 @@ class TransducerModel(BatchedStates):
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
 
     def run_joiner_rows(self, encoder_out: FloatArray, decoder_out: FloatArray) -> FloatArray:
-        """:meth:`run_joiner` where each row's logits are what it gets alone."""
+        """:meth:`run_joiner`, where each row's logits are what it gets alone
+        while :meth:`isolate_rows` is on."""
         rows = self.joiner_rows
-        if rows is None or encoder_out.shape[0] == 1:  # one row: the same, and faster
-            return self.run_joiner(encoder_out, decoder_out)
+        if rows is None or not self._rows_alone or encoder_out.shape[0] == 1:
+            return self.run_joiner(encoder_out, decoder_out)  # (one row: the same, and faster)
         out = rows.run({self._enc_name: encoder_out, self._dec_name: decoder_out})[0]
         return out.reshape(out.shape[0], -1)  # type: ignore[return-value]
 

@@ -57,6 +57,8 @@ def test_isolated_streams_are_untouched_by_their_batch_mates(
     for a, b in zip(alone.encoder_state, isolated.encoder_state, strict=True):
         np.testing.assert_array_equal(a, b)
     assert rec.token_ids(isolated) == rec.token_ids(alone)
+    rec.isolate_batches = False
+    assert rec.batch_dependent  # the shared-batch encoder is back
 
 
 def test_the_server_option_sets_it() -> None:
