@@ -165,13 +165,13 @@ class TransducerModel(BatchedStates):
         self.encoder = encoder
         self.decoder = decoder
         self.joiner = joiner
-        # greedy search runs these where they exist: batches of streams share
-        # one call, and each row is what the stream gets alone (beam search
-        # keeps the originals, run per stream as sherpa-onnx runs a stream's
-        # paths, so their per-batch int8 scales come out the same)
+        # per-row twins of dynamic int8 graphs (None where there are none): the
+        # decoder cache runs all new contexts in one call, greedy search's
+        # joiner gives each stream its own rows while isolate_rows is on, and
+        # beam search quantizes each stream's paths as one batch (as sherpa-onnx
+        # runs a stream), all streams in one call
         self.decoder_rows: Session | None = per_row_twin(decoder)
         self.joiner_rows: Session | None = per_row_twin(joiner)
-        # beam search: every stream's paths quantized as one batch, all streams in one call
         self.joiner_groups: Session | None = per_row_twin(joiner, grouped=True)
         where = f"{decoder.path}"
         self.context_size = meta_int(decoder.metadata, "context_size", where)
