@@ -261,7 +261,10 @@ def cache_dir() -> Path:
     if own:
         return Path(own).expanduser() / "graphs"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    try:
+        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    except RuntimeError:  # no home directory (a bare container user)
+        base = Path(tempfile.gettempdir())
     return base / "asrserve" / "graphs"
 
 
