@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import http.client
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from asrserve.cache import cache_home, sha256_file
 from asrserve.errors import CatalogError
 
 if sys.version_info >= (3, 11):
@@ -289,9 +289,7 @@ def default_models_dir() -> Path:
         REPO_MODELS_DIR, os.W_OK | os.X_OK
     ):
         return REPO_MODELS_DIR
-    cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "asrserve" / "models"
+    return cache_home() / "models"
 
 
 def is_pulled(entry: CatalogEntry, models_dir: Path) -> bool:
@@ -632,11 +630,7 @@ def _verify(entry: CatalogEntry, part: Path) -> None:
             f"{entry.size_bytes}; the partial file was deleted, run the pull again"
         )
     if entry.sha256:
-        digest = hashlib.sha256()
-        with open(part, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        actual = digest.hexdigest()
+        actual = sha256_file(part)
         if actual != entry.sha256:
             part.unlink()
             raise CatalogError(

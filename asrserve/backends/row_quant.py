@@ -24,7 +24,6 @@ a constant 2-D weight, is left alone (``None``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from asrserve.cache import cache_home, sha256_file
 
 if TYPE_CHECKING:
     import onnx
@@ -258,14 +259,7 @@ def cache_dir() -> Path:
     """Where rewritten graphs are kept: ``$ASRSERVE_CACHE_DIR/graphs``, else
     ``$XDG_CACHE_HOME/asrserve/graphs`` (``~/.cache/asrserve/graphs``)."""
     own = os.environ.get("ASRSERVE_CACHE_DIR")
-    if own:
-        return Path(own).expanduser() / "graphs"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    try:
-        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    except RuntimeError:  # no home directory (a bare container user)
-        base = Path(tempfile.gettempdir())
-    return base / "asrserve" / "graphs"
+    return Path(own).expanduser() / "graphs" if own else cache_home() / "graphs"
 
 
 def per_row_graph(path: Path, *, grouped: bool = False) -> Path | bytes | None:
@@ -279,11 +273,7 @@ def per_row_graph(path: Path, *, grouped: bool = False) -> Path | bytes | None:
     graph's content hash."""
     if path.stat().st_size > _MAX_REWRITE_BYTES:
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    key = f"{digest.hexdigest()[:40]}-v{REWRITE_VERSION}{'-grouped' if grouped else ''}"
+    key = f"{sha256_file(path)[:40]}-v{REWRITE_VERSION}{'-grouped' if grouped else ''}"
     folder = cache_dir()
     cached, none = folder / f"{key}.onnx", folder / f"{key}.none"
     if cached.is_file():

@@ -241,7 +241,12 @@ class ModifiedBeamSearch:
             # pad each stream's paths to the widest by repeating its first row:
             # a repeated row changes no group's value range, so no scale
             width = max(len(d) for d in decs)
-            dec = np.stack([np.concatenate([d, d[:1].repeat(width - len(d), 0)]) for d in decs])
+            dec = np.stack(
+                [
+                    d if len(d) == width else np.concatenate([d, d[:1].repeat(width - len(d), 0)])
+                    for d in decs
+                ]
+            )
             enc = np.repeat(enc_t[:, None, :], width, axis=1)
             logits = self.group_joiner(enc, dec)
             return np.concatenate([logits[i, : len(d)] for i, d in enumerate(decs)])

@@ -155,6 +155,14 @@ class TransducerModel(BatchedStates):
     (sherpa-onnx); ``False``: it restarts, only the first decoder output
     carries over (sherpa-ncnn)."""
     _decoder_cache: DecoderCache | None = None  # made on first use (decoder_cache)
+    # per-row twins of dynamic int8 graphs (None where there are none, as for
+    # every ncnn graph): the decoder cache runs all new contexts in one call,
+    # greedy search's joiner gives each stream its own rows while isolate_rows
+    # is on, and beam search quantizes each stream's paths as one batch (as
+    # sherpa-onnx runs a stream), all streams in one call
+    decoder_rows: Session | None = None
+    joiner_rows: Session | None = None
+    joiner_groups: Session | None = None
     _rows_alone = False  # see isolate_rows
     _shared_encoder: Session | None = None  # the original, while isolate_rows swapped it
     joiner_per_frame: bool = False
@@ -165,14 +173,9 @@ class TransducerModel(BatchedStates):
         self.encoder = encoder
         self.decoder = decoder
         self.joiner = joiner
-        # per-row twins of dynamic int8 graphs (None where there are none): the
-        # decoder cache runs all new contexts in one call, greedy search's
-        # joiner gives each stream its own rows while isolate_rows is on, and
-        # beam search quantizes each stream's paths as one batch (as sherpa-onnx
-        # runs a stream), all streams in one call
-        self.decoder_rows: Session | None = per_row_twin(decoder)
-        self.joiner_rows: Session | None = per_row_twin(joiner)
-        self.joiner_groups: Session | None = per_row_twin(joiner, grouped=True)
+        self.decoder_rows = per_row_twin(decoder)
+        self.joiner_rows = per_row_twin(joiner)
+        self.joiner_groups = per_row_twin(joiner, grouped=True)
         where = f"{decoder.path}"
         self.context_size = meta_int(decoder.metadata, "context_size", where)
         self.vocab_size = meta_int(decoder.metadata, "vocab_size", where)

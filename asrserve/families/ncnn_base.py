@@ -58,7 +58,6 @@ class NcnnTransducer(TransducerModel):
         self.encoder = encoder
         self.decoder = decoder
         self.joiner = joiner
-        self.decoder_rows = self.joiner_rows = self.joiner_groups = None  # ncnn rows never mix
         self.context_size = NCNN_CONTEXT_SIZE
         self.feature_dim = 80
         self.chunk_size = 0

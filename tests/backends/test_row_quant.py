@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +154,3 @@ def test_each_group_is_what_its_rows_get_as_one_batch(tiny_lstm_dir: Path) -> No
     assert not np.array_equal(shared.reshape(got.shape), got)
     # the decoder's ops (a fixed-rank transpose) cannot take the group axis
     assert per_row_graph(tiny_lstm_dir / "decoder.int8.onnx", grouped=True) is None
-
-
-def test_without_a_home_the_cache_goes_to_the_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_home() -> Path:
-        raise RuntimeError("Could not determine home directory.")
-
-    monkeypatch.delenv("ASRSERVE_CACHE_DIR")
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setattr(Path, "home", no_home)
-    assert row_quant.cache_dir() == Path(tempfile.gettempdir()) / "asrserve" / "graphs"
