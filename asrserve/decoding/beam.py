@@ -24,7 +24,7 @@ from asrserve.decoding.search import Best
 FloatArray = npt.NDArray[np.float32]
 
 
-@dataclass
+@dataclass(slots=True)
 class BeamHyp:
     ys: list[int]
     log_prob: float
@@ -112,15 +112,32 @@ def _extensions(
     start = 0
     for hyps in paths:
         block = scores[start : start + len(hyps)].ravel()
-        if beam >= block.size:
-            idx = np.arange(block.size)
-        else:
-            idx = np.argpartition(-block, beam - 1)[:beam]
-        # best first, lower index first on ties (as topk_desc)
-        ranked = sorted(zip((-block[idx]).tolist(), idx.tolist(), strict=True))
-        out.append([(start + i // vocab, i % vocab, -v) for v, i in ranked])
+        out.append([(start + i // vocab, i % vocab, v) for v, i in _best_of(block, beam)])
         start += len(hyps)
     return out
+
+
+_ARGMAX_BEAM = 8
+"""Up to this many picks, repeated argmax beats a partition and a sort."""
+
+
+def _best_of(block: FloatArray, k: int) -> list[tuple[float, int]]:
+    """The ``k`` largest values of ``block`` as (value, index), largest first,
+    lower index first on ties."""
+    if k < block.size and k <= _ARGMAX_BEAM:
+        rest = block.copy()
+        picks = []
+        for _ in range(k):
+            i = int(rest.argmax())
+            if rest[i] == -np.inf:  # -inf left, picks masked among them: sort instead
+                break
+            picks.append((float(block[i]), i))
+            rest[i] = -np.inf
+        else:
+            return picks
+    idx = np.arange(block.size) if k >= block.size else np.argpartition(-block, k - 1)[:k]
+    ranked = sorted(zip((-block[idx]).tolist(), idx.tolist(), strict=True))
+    return [(-v, i) for v, i in ranked]
 
 
 class ModifiedBeamSearch:
@@ -186,12 +203,13 @@ class ModifiedBeamSearch:
             if self.blank_penalty > 0:
                 scored = logits.copy()
                 scored[:, 0] -= self.blank_penalty
-            # one row-wise log-softmax for the scores and the confidences (from
-            # the raw logits, as sherpa-onnx); each row's values are its own
-            num = len(flat)
-            both = log_softmax(np.concatenate([scored, logits / np.float32(self.temperature)]))
-            best = _extensions(both[:num], prev, self.beam)
-            conf = both[num:]
+            best = _extensions(log_softmax(scored), prev, self.beam)
+            # confidences (from the raw logits, as sherpa-onnx) only for the
+            # rows that emit a token: each row's log-softmax is its own
+            emitting = sorted({row for ext in best for row, token, _ in ext if token not in skip})
+            if emitting:
+                conf = log_softmax(logits[emitting] / np.float32(self.temperature))
+                conf_row = {row: i for i, row in enumerate(emitting)}
             for state, extensions in zip(states, best, strict=True):
                 state.hyps = {}
                 graph = state.context_graph
@@ -217,7 +235,7 @@ class ModifiedBeamSearch:
                         src.context_state,
                         0,
                         None,
-                        [*src.log_probs, float(conf[row, token])],
+                        [*src.log_probs, float(conf[conf_row[row], token])],
                     )
                     if graph is not None and src.context_state is not None:
                         context_score, hyp.context_state = graph.forward_one_step(

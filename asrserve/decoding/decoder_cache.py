@@ -9,7 +9,9 @@ same), so a cached row never depends on which other rows shared its batch; where
 search needs a batch's own rows (beam search as the references run it),
 :meth:`DecoderCache.get_batch` remembers whole batches instead.
 
-Both caches drop the least recently used entry first. Returned arrays are
+:meth:`get` also remembers its last few stacked answers whole (the same
+contexts again cost one lookup). Every cache drops the least recently used
+entry first. Returned arrays are
 read-only (rows are shared); callers copy before writing.
 """
 
@@ -25,6 +27,9 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 Context = tuple[int, ...]
 
+_STACKED_ROWS = 16
+"""Answers of up to this many rows are remembered whole (a few streams' beams)."""
+
 
 class DecoderCache:
     def __init__(
@@ -34,6 +39,7 @@ class DecoderCache:
         max_entries: int = 20000,
         batch_dependent: bool = False,
         max_batches: int = 4096,
+        max_stacked: int = 64,
         run_rows: Callable[[npt.NDArray[np.int64]], FloatArray] | None = None,
     ) -> None:
         """``run_rows``: for a ``batch_dependent`` decoder, a twin whose rows
@@ -47,6 +53,8 @@ class DecoderCache:
         self.batch_dependent = batch_dependent
         self._cache: OrderedDict[Context, FloatArray] = OrderedDict()
         self._batches: OrderedDict[tuple[Context, ...], FloatArray] = OrderedDict()
+        self._stacked: OrderedDict[tuple[Context, ...], FloatArray] = OrderedDict()
+        self.max_stacked = max_stacked
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()  # servers decode disjoint streams on several threads
@@ -56,6 +64,7 @@ class DecoderCache:
         with self._lock:
             self._cache.clear()
             self._batches.clear()
+            self._stacked.clear()
 
     def context_of(self, ys: Sequence[int], carried: Context | None = None) -> Context:
         """The decoder input of a path: its last tokens, or ``carried`` (a
@@ -76,6 +85,13 @@ class DecoderCache:
                     cache.move_to_end(contexts[0])
                     self.hits += 1
                     return row[None]
+            elif len(contexts) <= _STACKED_ROWS:  # the same rows again (a beam's paths)
+                key = tuple(contexts)
+                stacked = self._stacked.get(key)
+                if stacked is not None:
+                    self._stacked.move_to_end(key)
+                    self.hits += len(key)
+                    return stacked
             rows: dict[Context, FloatArray] = {}
             for c in contexts:
                 hit = cache.get(c)
@@ -105,7 +121,15 @@ class DecoderCache:
             self.hits += len(contexts) - len(missing)
         if len(contexts) == 1:
             return rows[contexts[0]][None]
-        return np.stack([rows[c] for c in contexts])
+        out = np.stack([rows[c] for c in contexts])
+        if len(contexts) > _STACKED_ROWS:
+            return out
+        out.flags.writeable = False
+        with self._lock:
+            self._stacked[tuple(contexts)] = out
+            while len(self._stacked) > self.max_stacked:
+                self._stacked.popitem(last=False)
+        return out
 
     def get_batch(self, contexts: Sequence[Context]) -> FloatArray:
         """What ``run(*contexts)`` gives, remembered by the whole ordered batch:

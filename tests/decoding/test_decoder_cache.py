@@ -101,3 +101,24 @@ def test_a_per_row_twin_runs_all_misses_of_a_batch_dependent_graph_at_once() -> 
     np.testing.assert_array_equal(twin.get(contexts), contexts)
     np.testing.assert_array_equal(twin.get(contexts[1:]), contexts[1:])  # all hits
     assert runs == [3]
+
+
+def test_a_repeated_set_of_contexts_is_answered_whole() -> None:
+    """A beam's paths over blank frames ask for the same contexts again: the
+    stacked answer comes back as it was (read-only), with no run; the memory
+    of such answers is bounded."""
+    calls: list[int] = []
+    cache = DecoderCache(_decoder(calls), 2, max_stacked=2)
+    first = cache.get([(1, 2), (3, 4)])
+    again = cache.get([(1, 2), (3, 4)])
+    assert again is first
+    assert not again.flags.writeable
+    np.testing.assert_array_equal(again, [[10, 20], [30, 40]])
+    assert calls == [2]
+    assert (cache.hits, cache.misses) == (2, 2)
+    cache.get([(3, 4), (1, 2)])  # another order is another answer
+    cache.get([(5, 6), (1, 2)])
+    assert len(cache._stacked) == 2
+    assert ((1, 2), (3, 4)) not in cache._stacked
+    cache.clear()
+    assert not cache._stacked
