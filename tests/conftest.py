@@ -33,6 +33,22 @@ def graph_cache(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFa
     return where
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_event_loop() -> str:
+    """In-process tests run on asyncio's own loop (what ``--event-loop asyncio``
+    and machines without uvloop serve on); servers the tests start as a
+    command run ``serve``'s default, uvloop. ``ASRSERVE_TEST_EVENT_LOOP=uvloop``
+    runs the in-process ones on uvloop too."""
+    kind = os.environ.get("ASRSERVE_TEST_EVENT_LOOP", "asyncio")
+    if kind == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return kind
+
+
 def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], int]:
     x, sr = sf.read(str(path), dtype="float32")
     return x, int(sr)

@@ -33,6 +33,7 @@ from asrserve.core.interfaces import AnyRecognizer
 from asrserve.core.selfcheck import check_model
 from asrserve.errors import AsrServeError, ConfigError
 from asrserve.logs import ACCESS_LOGGER, redact
+from asrserve.server import event_loop
 from asrserve.server.auth import (
     Quota,
     TokenStore,
@@ -664,6 +665,7 @@ class AsrServer:
                     **({"models": self.models.names} if len(self.models.names) > 1 else {}),
                     "family": family,
                     "precision": precision,
+                    "event_loop": event_loop.current(),
                     "page": page,
                     "urls": urls,
                 },

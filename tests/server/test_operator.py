@@ -254,7 +254,9 @@ def test_session_errors_and_limits_in_the_access_line(
 # --- startup line, startup errors, 404 ----------------------------------------
 
 
-def test_startup_line(recognizer: asrserve.Recognizer, captured: Captured) -> None:
+def test_startup_line(
+    recognizer: asrserve.Recognizer, captured: Captured, test_event_loop: str
+) -> None:
     ports: list[int] = []
 
     async def body(server: AsrServer, _: str) -> None:
@@ -270,6 +272,7 @@ def test_startup_line(recognizer: asrserve.Recognizer, captured: Captured) -> No
     assert "int8" in precision  # the demo model's encoder and joiner are int8
     assert ready["urls"] == [f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"]
     assert ready["page"] == f"http://127.0.0.1:{port}/"
+    assert ready["event_loop"] == test_event_loop
     assert ready["msg"] == f"ready: listening on ws://127.0.0.1:{port} http://127.0.0.1:{port}"
     (line,) = [x for x in captured.text.getvalue().splitlines() if ": ready: " in x]
     shown = json.dumps(precision) if " " in precision else precision  # quoted with spaces
@@ -277,7 +280,7 @@ def test_startup_line(recognizer: asrserve.Recognizer, captured: Captured) -> No
     assert line.endswith(
         f"INFO asrserve.server: ready: listening on ws://127.0.0.1:{port} "
         f"http://127.0.0.1:{port} model=demo-model family=lstm precision={shown} "
-        f"page=http://127.0.0.1:{port}/"
+        f"event_loop={test_event_loop} page=http://127.0.0.1:{port}/"
     )
 
 
