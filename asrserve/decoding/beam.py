@@ -196,7 +196,8 @@ class ModifiedBeamSearch:
             if per_stream:
                 logits = self._logits_per_stream(encoder_out[:, t, :], prev)
             else:
-                dec = self.decoder.get([self.decoder.context_of(h.ys, h.carried) for h in flat])
+                ctx = [self.decoder.context_of(h.ys, h.carried) for h in flat]
+                dec = self.decoder.get(ctx, whole=True)
                 enc = np.repeat(encoder_out[:, t, :], [len(hs) for hs in prev], axis=0)
                 logits = self.joiner(enc, dec)
             scored = logits

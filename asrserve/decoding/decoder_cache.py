@@ -9,8 +9,8 @@ same), so a cached row never depends on which other rows shared its batch; where
 search needs a batch's own rows (beam search as the references run it),
 :meth:`DecoderCache.get_batch` remembers whole batches instead.
 
-:meth:`get` also remembers its last few stacked answers whole (the same
-contexts again cost one lookup). Every cache drops the least recently used
+:meth:`get` can also remember its last few stacked answers whole (the same
+contexts again cost one lookup: a beam's paths). Every cache drops the least recently used
 entry first. Returned arrays are
 read-only (rows are shared); callers copy before writing.
 """
@@ -75,8 +75,11 @@ class DecoderCache:
         """Run the decoder graph uncached on ``contexts`` as one batch."""
         return self._run(np.asarray(contexts, dtype=np.int64))
 
-    def get(self, contexts: Sequence[Context]) -> FloatArray:
-        """Decoder outputs (len(contexts), D), running the graph once for all misses."""
+    def get(self, contexts: Sequence[Context], *, whole: bool = False) -> FloatArray:
+        """Decoder outputs (len(contexts), D), running the graph once for all
+        misses. ``whole``: the stacked answer is remembered for the same
+        contexts again (a beam's paths over blank frames)."""
+        whole = whole and 1 < len(contexts) <= _STACKED_ROWS
         cache = self._cache
         with self._lock:
             if len(contexts) == 1:  # the common streaming case: one dict lookup
@@ -85,7 +88,7 @@ class DecoderCache:
                     cache.move_to_end(contexts[0])
                     self.hits += 1
                     return row[None]
-            elif len(contexts) <= _STACKED_ROWS:  # the same rows again (a beam's paths)
+            elif whole:
                 key = tuple(contexts)
                 stacked = self._stacked.get(key)
                 if stacked is not None:
@@ -122,7 +125,7 @@ class DecoderCache:
         if len(contexts) == 1:
             return rows[contexts[0]][None]
         out = np.stack([rows[c] for c in contexts])
-        if len(contexts) > _STACKED_ROWS:
+        if not whole:
             return out
         out.flags.writeable = False
         with self._lock:
@@ -137,7 +140,7 @@ class DecoderCache:
         output (a beam's paths rarely change between blank frames); other
         graphs share rows through :meth:`get`."""
         if not self.batch_dependent:
-            return self.get(contexts)
+            return self.get(contexts, whole=True)
         key = tuple(contexts)
         with self._lock:
             out = self._batches.get(key)

@@ -109,15 +109,17 @@ def test_a_repeated_set_of_contexts_is_answered_whole() -> None:
     of such answers is bounded."""
     calls: list[int] = []
     cache = DecoderCache(_decoder(calls), 2, max_stacked=2)
-    first = cache.get([(1, 2), (3, 4)])
-    again = cache.get([(1, 2), (3, 4)])
+    assert cache.get([(1, 2), (3, 4)]).flags.writeable  # not asked to remember it whole
+    assert not cache._stacked
+    first = cache.get([(1, 2), (3, 4)], whole=True)
+    again = cache.get([(1, 2), (3, 4)], whole=True)
     assert again is first
     assert not again.flags.writeable
     np.testing.assert_array_equal(again, [[10, 20], [30, 40]])
     assert calls == [2]
-    assert (cache.hits, cache.misses) == (2, 2)
-    cache.get([(3, 4), (1, 2)])  # another order is another answer
-    cache.get([(5, 6), (1, 2)])
+    assert (cache.hits, cache.misses) == (4, 2)
+    cache.get([(3, 4), (1, 2)], whole=True)  # another order is another answer
+    cache.get([(5, 6), (1, 2)], whole=True)
     assert len(cache._stacked) == 2
     assert ((1, 2), (3, 4)) not in cache._stacked
     cache.clear()
