@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -399,7 +400,7 @@ def server_commands(
     cmds = {"asrserve": asrserve, "sherpa": sherpa}
     if args.baseline_source is not None:  # the same options, another source tree
         port_at = asrserve.index(str(ports["asrserve"]))
-        base = [sys.executable, "-m", "asrserve", *asrserve[1:]]
+        base = [sys.executable, "-m", "asrserve", *asrserve[1:], *shlex.split(args.baseline_args)]
         base[port_at + 2] = str(ports["baseline"])
         cmds = {"asrserve": asrserve, "baseline": base, "sherpa": sherpa}
     return cmds
@@ -813,6 +814,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="also run asrserve from this source tree (e.g. a `git archive` of an older "
         "commit) with the same options, as a third server in the rotation",
+    )
+    p.add_argument(
+        "--baseline-args",
+        default="",
+        help="more `asrserve serve` options for the --baseline-source server (e.g. "
+        "'--event-loop asyncio' with --baseline-source . to compare one option)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the levels here")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 s clip, 2 levels per server")
