@@ -208,9 +208,10 @@ class ModifiedBeamSearch:
             # confidences (from the raw logits, as sherpa-onnx) only for the
             # rows that emit a token: each row's log-softmax is its own
             emitting = sorted({row for ext in best for row, token, _ in ext if token not in skip})
+            conf_row = {row: i for i, row in enumerate(emitting)}
+            conf = logits[:0]  # looked up only for emitting rows
             if emitting:
                 conf = log_softmax(logits[emitting] / np.float32(self.temperature))
-                conf_row = {row: i for i, row in enumerate(emitting)}
             for state, extensions in zip(states, best, strict=True):
                 state.hyps = {}
                 graph = state.context_graph

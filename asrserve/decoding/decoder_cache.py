@@ -10,9 +10,9 @@ search needs a batch's own rows (beam search as the references run it),
 :meth:`DecoderCache.get_batch` remembers whole batches instead.
 
 :meth:`get` can also remember its last few stacked answers whole (the same
-contexts again cost one lookup: a beam's paths). Every cache drops the least recently used
-entry first. Returned arrays are
-read-only (rows are shared); callers copy before writing.
+contexts again cost one lookup: a beam's paths). Every cache drops the least
+recently used entry first. Returned arrays are read-only (rows are shared);
+callers copy before writing.
 """
 
 from __future__ import annotations
