@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_server_args(p: argparse.ArgumentParser) -> None:
     from asrserve.config import ServerConfig
     from asrserve.logs import FORMATS, LEVELS
+    from asrserve.server.event_loop import KINDS
 
     d = ServerConfig()
     p.add_argument(
@@ -235,7 +236,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--event-loop",
         default="auto",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=KINDS,
         help="the event loop serving the connections: uvloop (less CPU per message), "
         "asyncio's own, or auto: uvloop where it is installed",
     )
@@ -442,7 +443,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from asrserve.server.app import run_server
 
     config = server_config(args)
-    event_loop.resolve(args.event_loop)  # before the model loads: uvloop asked for but missing
+    loop_kind = event_loop.resolve(args.event_loop)  # before the model loads: missing uvloop
     endpoint = EndpointConfig(
         enabled=not args.no_endpoint,
         rule1=EndpointRule(False, args.rule1_min_trailing_silence, 0.0),
@@ -454,7 +455,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # the default model loads now (a bad one stops the server here); others on first use
     recognizer = models.entries[models.default].load()
     try:
-        event_loop.run(run_server(recognizer, config, check=False, models=models), args.event_loop)
+        event_loop.run(run_server(recognizer, config, check=False, models=models), loop_kind)
     except ConfigError as exc:  # the address cannot be bound, the TLS files do not load …
         print(f"asrserve serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

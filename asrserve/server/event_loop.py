@@ -4,12 +4,12 @@ On a small box the event loop's own work (socket reads and writes, waking
 tasks, timers) is a fair share of a server's CPU: with many streams, each
 sends a frame every 100 ms and gets a result after every decoded chunk.
 uvloop runs that machinery in C on libuv; the server's code is the same on
-both. ``--event-loop`` picks one (``auto``: uvloop when importable).
+both. ``--event-loop`` picks one (``auto``: uvloop when importable). The
+CLI takes :data:`KINDS` from here, so this module imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -42,6 +42,8 @@ def resolve(kind: str) -> Literal["uvloop", "asyncio"]:
 def run(main: Coroutine[Any, Any, _T], kind: str = "auto") -> _T:
     """``asyncio.run(main)`` on the loop ``kind`` resolves to."""
     if resolve(kind) == "asyncio":
+        import asyncio
+
         return asyncio.run(main)
     import uvloop
 
@@ -50,5 +52,7 @@ def run(main: Coroutine[Any, Any, _T], kind: str = "auto") -> _T:
 
 def current() -> str:
     """The running loop's kind, for logs: ``uvloop`` or ``asyncio``."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
