@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from asrserve.backends.base import BackendOptions
-from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig
-from asrserve.core.events import Result
-from asrserve.core.interfaces import AnyRecognizer, SpeechRecognizer
-from asrserve.core.recognizer import Recognizer
-from asrserve.core.stream import Stream
 from asrserve.errors import (
     AsrServeError,
     AudioFormatError,
@@ -24,7 +19,46 @@ from asrserve.errors import (
     ModelLoadError,
     ProtocolError,
 )
-from asrserve.sherpa_compat import OnlineRecognizer
+
+if TYPE_CHECKING:
+    from asrserve.config import DecodingConfig, EndpointConfig, FeatureConfig
+    from asrserve.core.events import Result
+    from asrserve.core.interfaces import AnyRecognizer, SpeechRecognizer
+    from asrserve.core.recognizer import Recognizer
+    from asrserve.core.stream import Stream
+    from asrserve.sherpa_compat import OnlineRecognizer
+
+_LAZY = {
+    "AnyRecognizer": "asrserve.core.interfaces",
+    "BackendOptions": "asrserve.backends.base",
+    "DecodingConfig": "asrserve.config",
+    "EndpointConfig": "asrserve.config",
+    "FeatureConfig": "asrserve.config",
+    "Result": "asrserve.core.events",
+    "SpeechRecognizer": "asrserve.core.interfaces",
+    "Recognizer": "asrserve.core.recognizer",
+    "Stream": "asrserve.core.stream",
+    "OnlineRecognizer": "asrserve.sherpa_compat",
+}
+"""Public names imported on first use, so that ``import asrserve`` (and every
+command line run, which imports it first) costs no numpy or onnxruntime import
+until a model is loaded."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asrserve' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -112,6 +146,8 @@ def load_model(
     ``language`` (a code: ``en``, ``de`` …), ``task`` (``transcribe`` or
     ``translate``) and ``timestamps`` (decode with timestamp tokens) are
     Whisper's; other families refuse them."""
+    from asrserve.backends.base import BackendOptions
+
     model_dir = resolve_model_dir(path_or_name)
     backend = BackendOptions(num_threads=num_threads, provider=provider, spin=spin)
     from asrserve.families.layouts import LoadOptions, find_layout

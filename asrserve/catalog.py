@@ -18,19 +18,13 @@ are not coordinated; run one at a time.
 
 from __future__ import annotations
 
+# The http, tar and zip modules are imported inside the functions that pull a
+# model: most commands read this module (the demo model's path), few download.
 import contextlib
-import difflib
-import http.client
 import os
 import re
-import shutil
 import sys
-import tarfile
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -191,6 +185,8 @@ def load_catalog(path: Path | None = None) -> dict[str, CatalogEntry]:
 
 def get_entry(name: str, catalog: Mapping[str, CatalogEntry] | None = None) -> CatalogEntry:
     """Look a model up by name; an unknown name raises with close matches."""
+    import difflib
+
     entries = catalog if catalog is not None else load_catalog()
     try:
         return entries[name]
@@ -453,6 +449,9 @@ def pull(
 def _unpack_and_install(
     entry: CatalogEntry, part: Path, models_dir: Path, target: Path, source: str
 ) -> None:
+    import shutil
+    import tempfile
+
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=models_dir))
     try:
         try:
@@ -477,6 +476,10 @@ def _download(
 ) -> None:
     """Fetch ``url`` into ``part``, resuming what is already there; never more
     than ``limit`` bytes in all (the catalog's size, when it has one)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     restarted = False
     while True:
         offset = part.stat().st_size if part.is_file() else 0
@@ -557,6 +560,8 @@ def _copy(
     url: str,
     limit: int,
 ) -> None:
+    import http.client
+
     total = None if remaining is None else offset + remaining
     bar = _progress_bar(label, total, offset, enabled=progress)
     written = 0
@@ -641,6 +646,9 @@ def _verify(entry: CatalogEntry, part: Path) -> None:
 
 def _unpack(entry: CatalogEntry, part: Path, staging: Path, url: str) -> Path:
     """Extract ``part`` under ``staging``; return the directory that is the model."""
+    import tarfile
+    import zipfile
+
     dest = staging / "unpacked"
     dest.mkdir()
     try:
@@ -697,6 +705,8 @@ def _too_big(archive: Path, member: str, total: int, limit: int) -> CatalogError
 
 
 def _extract_tar(archive: Path, dest: Path, mode: Literal["r|bz2", "r|gz"]) -> None:
+    import tarfile
+
     # Streamed, member by member: each header is checked (path, link, type,
     # running size) before its data is decompressed.
     limit, total = _unpack_limit(archive), 0
@@ -721,6 +731,8 @@ def _extract_tar(archive: Path, dest: Path, mode: Literal["r|bz2", "r|gz"]) -> N
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
+    import zipfile
+
     limit, total = _unpack_limit(archive), 0
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():

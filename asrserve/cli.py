@@ -11,10 +11,16 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
+
+# Before numpy loads: its BLAS would start a thread per core (~0.05 CPU-s of
+# start-up here) for the few small matrix products asrserve computes itself;
+# the models' threads are onnxruntime's and ncnn's (--num-threads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from asrserve.errors import AsrServeError
 from asrserve.model_args import add_model_args, load_from_args

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from asrserve.quantize.onnx_modes import CALIBRATION_METHODS, QUANTIZABLE_OPS
-from asrserve.quantize.pipeline import MODES, QuantizeOptions, format_report, quantize_model
+from asrserve.quantize.onnx_modes import CALIBRATION_METHODS, MODES, QUANTIZABLE_OPS
 
 EXIT_GATE_FAILED = 3
 
@@ -116,6 +115,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from asrserve.quantize.pipeline import QuantizeOptions, format_report, quantize_model
+
     options = QuantizeOptions(
         mode=args.mode,
         calib=list(args.calib),

@@ -19,6 +19,8 @@ from typing import Any
 from asrserve.errors import ConfigError, ModelLoadError
 from asrserve.quantize.calibration import Feed
 
+MODES = ("fp16", "int8-dynamic", "int8-static", "int8-smoothquant")
+"""The precisions ``asrserve quantize --to`` writes."""
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv")
 DEFAULT_OP_TYPES = ("MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")

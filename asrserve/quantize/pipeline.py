@@ -33,8 +33,8 @@ from asrserve.quantize.evaluation import (
     read_eval_list,
 )
 from asrserve.quantize.graphs import GraphSet, find_graphs
+from asrserve.quantize.onnx_modes import MODES
 
-MODES = ("fp16", "int8-dynamic", "int8-static", "int8-smoothquant")
 NCNN_MODES = ("int8-static",)
 REPORT_NAME = "quantize-report.json"
 MAX_FEEDS = 512

@@ -1,0 +1,59 @@
+"""``import asrserve`` is cheap, its public names load on first use, and the
+command line keeps numpy's BLAS to one thread unless the user says otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import asrserve
+
+
+def _python(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    environ.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_public_names_resolve() -> None:
+    from asrserve.core.recognizer import Recognizer
+
+    for name in asrserve.__all__:
+        assert getattr(asrserve, name) is not None, name
+        assert name in dir(asrserve)
+    assert asrserve.Recognizer is Recognizer
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = asrserve.no_such_name  # type: ignore[attr-defined]
+
+
+def test_import_loads_no_numpy_or_onnxruntime() -> None:
+    heavy = "('numpy', 'onnxruntime')"
+    out = _python(f"import sys, asrserve; print([m for m in {heavy} if m in sys.modules])")
+    assert out == "[]"
+
+
+def test_cli_sets_one_blas_thread_before_numpy() -> None:
+    code = (
+        "import os, sys, asrserve.cli; "
+        "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)"
+    )
+    assert _python(code) == "1 True"
+    assert _python(code, OPENBLAS_NUM_THREADS="2") == "2 True"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_cli_process_starts_no_blas_threads() -> None:
+    code = "import os, asrserve.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+    assert _python(code) == "1"
