@@ -58,7 +58,12 @@ from asrserve.server.models import (
     UnknownModelError,
     model_summary,
 )
-from asrserve.server.openai_api import TranscriptionsRoute, openai_error
+from asrserve.server.openai_api import (
+    AUDIO_S_KEY,
+    MODEL_KEY,
+    TranscriptionsRoute,
+    openai_error,
+)
 from asrserve.server.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -533,8 +538,8 @@ class AsrServer:
             info.log(status, loop.time() - started)
             if not info.websocket:
                 route = request.path if request.path in _COUNTED_ROUTES else "other"
-                self._metrics_of(request.get("model", "")).count_request(
-                    route, status, float(request.get("audio_s", 0.0))
+                self._metrics_of(request.get(MODEL_KEY, "")).count_request(
+                    route, status, float(request.get(AUDIO_S_KEY, 0.0))
                 )
 
     def _body_timed_out(self, request: web.Request, info: _Access) -> None:

@@ -82,6 +82,19 @@ FIELDS = frozenset(
 )
 """The form fields of OpenAI's transcription API; any other is refused."""
 RETRY_AFTER_S = 5
+
+
+def _request_key(name: str, kind: type) -> Any:
+    """A typed key of a request's storage (aiohttp >= 3.13 warns on plain
+    strings), or the plain name on older aiohttp."""
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, kind) if maker is not None else name
+
+
+MODEL_KEY = _request_key("model", str)
+"""The served model's name, for /metrics."""
+AUDIO_S_KEY = _request_key("audio_s", float)
+"""Seconds of audio transcribed, for the access record and /metrics."""
 """What ``Retry-After`` says when the upload queue or the server is full."""
 _POLL_S = 0.2
 """How often a waiting handler checks that its client is still connected."""
@@ -413,7 +426,7 @@ class TranscriptionsRoute:
             log.error("model %r failed to load: %s", model, exc)
             self.refused("model_load_failed")
             return openai_error(500, str(exc), param="model", code="model_load_failed")
-        request["model"] = served.name  # for /metrics
+        request[MODEL_KEY] = served.name
         recognizer = served.recognizer
         decoding = replace(recognizer.decoding, language=language)
         try:  # a language the model does not know is the request's fault
@@ -448,7 +461,7 @@ class TranscriptionsRoute:
         finally:
             self.jobs -= 1
             self.models.release(served)
-        request["audio_s"] = transcript.duration  # for the access record and /metrics
+        request[AUDIO_S_KEY] = transcript.duration
         if events is not None:
             return await events.done(transcript)
         if fmt == "text":
