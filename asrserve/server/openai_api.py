@@ -82,6 +82,9 @@ FIELDS = frozenset(
 )
 """The form fields of OpenAI's transcription API; any other is refused."""
 RETRY_AFTER_S = 5
+"""What ``Retry-After`` says when the upload queue or the server is full."""
+_POLL_S = 0.2
+"""How often a waiting handler checks that its client is still connected."""
 
 
 def _request_key(name: str, kind: type) -> Any:
@@ -95,9 +98,6 @@ MODEL_KEY = _request_key("model", str)
 """The served model's name, for /metrics."""
 AUDIO_S_KEY = _request_key("audio_s", float)
 """Seconds of audio transcribed, for the access record and /metrics."""
-"""What ``Retry-After`` says when the upload queue or the server is full."""
-_POLL_S = 0.2
-"""How often a waiting handler checks that its client is still connected."""
 
 
 def openai_error(
