@@ -366,7 +366,7 @@ def server_commands(
         str(args.sherpa_intra_threads),
         "--max-batch-size",
         str(args.max_batch_size),
-        *(["--max-wait-ms", str(args.asrserve_wait_ms)] if args.asrserve_wait_ms else []),
+        *([] if args.asrserve_wait_ms is None else ["--max-wait-ms", str(args.asrserve_wait_ms)]),
         "--max-connections",
         str(args.max_streams + 8),
         "--decoding",
@@ -884,6 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             servers["baseline"].env = {**os.environ, "PYTHONPATH": path}
             servers["baseline"].cwd = src
+        wait = "default" if args.asrserve_wait_ms is None else f"{args.asrserve_wait_ms:g}"
         print(
             f"# model {args.model}\n"
             f"#   files (both servers): {files.encoder.name}, {files.decoder.name}, "
@@ -895,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.sherpa_intra_threads}; sherpa-onnx --num-work-threads "
             f"{args.sherpa_work_threads} --num-threads {args.sherpa_intra_threads}; "
             f"max batch {args.max_batch_size}; sherpa loop interval {args.batch_wait_ms:g} ms, "
-            f"asrserve max wait {args.asrserve_wait_ms or 'default'} ms; "
+            f"asrserve max wait {wait} ms; "
             f"{args.decoding}, endpointing off\n"
             f"# asrserve {env['asrserve']} at {env['git']}"
             f"{' + uncommitted asrserve/ changes' if env['asrserve_tree_dirty'] else ''}, "
