@@ -217,7 +217,8 @@ def pocketsphinx_clips() -> list[Clip]:
 
 
 # --- fixtures (imported by tests/families/conftest.py and tests/convert/conftest.py) -----------
-JFK = ROOT.parent / "shared" / "models" / "test-audio-jfk" / "jfk.wav"
+SHARED = Path(os.environ.get("ASRSERVE_SHARED", ROOT.parent / "shared"))
+JFK = SHARED / "models" / "test-audio-jfk" / "jfk.wav"
 JFK_TEXT = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."
