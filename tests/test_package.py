@@ -28,12 +28,13 @@ def _python(code: str, **env: str) -> str:
 
 
 def test_public_names_resolve() -> None:
-    from asrserve.core.recognizer import Recognizer
+    import importlib
 
     for name in asrserve.__all__:
-        assert getattr(asrserve, name) is not None, name
-        assert name in dir(asrserve)
-    assert asrserve.Recognizer is Recognizer
+        assert name in dir(asrserve), name
+        getattr(asrserve, name)  # AttributeError if a public name went missing
+    for name, module in asrserve._LAZY.items():
+        assert getattr(asrserve, name) is getattr(importlib.import_module(module), name), name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = asrserve.no_such_name  # type: ignore[attr-defined]
 
