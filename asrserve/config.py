@@ -115,6 +115,15 @@ def check_score(what: str, value: float) -> float:
     return value
 
 
+DEFAULT_MAX_STREAMS = 32
+"""Streams decoded together offline (``transcribe``, every ``bulk`` worker) by
+default. A memory-bound encoder (a large LSTM
+in int8) costs about the same per run for 1 or 32 rows, so CPU per audio second
+keeps falling up to a few dozen streams (80M LSTM int8, 31 files, 1 thread: 6.4
+CPU-s at 8 streams, 5.3 at 16, 4.4 at 32); a stream holds a few pieces of audio
+and its states."""
+
+
 @dataclass(frozen=True)
 class EndpointRule:
     """Endpoint when trailing silence and utterance length reach these seconds."""
@@ -282,3 +291,45 @@ class ServerConfig:
         if not (math.isfinite(self.model_ttl_s) and self.model_ttl_s >= 0):
             raise ConfigError(f"model_ttl_s must be >= 0 (0: never), got {self.model_ttl_s}")
         return self
+
+
+SPLIT_MODES = ("auto", "none", "vad", "fixed")
+"""``asrserve bulk --split``: how long files are cut into pieces."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How long files are split (seconds). ``mode``: ``none``, ``vad``, ``fixed``,
+    or ``auto`` (``vad`` when a Silero model is found, else ``fixed``; resolved by
+    the command before work starts). ``vad_model``: ``silero_vad.onnx``."""
+
+    mode: str = "none"
+    min_duration_s: float = 120.0
+    window_s: float = 60.0
+    overlap_s: float = 1.0
+    search_s: float = 5.0
+    vad_model: str | None = None
+
+    def validate(self) -> SplitConfig:
+        if self.mode not in SPLIT_MODES:
+            raise ConfigError(f"split mode must be one of {SPLIT_MODES}, got {self.mode!r}")
+        if self.window_s < 5.0:
+            raise ConfigError(f"split window must be >= 5 s, got {self.window_s}")
+        if self.min_duration_s < self.window_s:
+            raise ConfigError(
+                f"split minimum duration ({self.min_duration_s} s) must be >= the window "
+                f"({self.window_s} s)"
+            )
+        if not 0.0 <= self.overlap_s <= self.window_s / 4:
+            raise ConfigError(f"split overlap must be in [0, window/4], got {self.overlap_s}")
+        if not 0.0 <= self.search_s <= self.window_s / 4:
+            raise ConfigError(f"VAD search span must be in [0, window/4], got {self.search_s}")
+        if self.mode == "vad" and not self.vad_model:
+            raise ConfigError("split mode 'vad' needs the path of silero_vad.onnx")
+        return self
+
+    def piece_count(self, duration_s: float) -> int:
+        """How many pieces a file of ``duration_s`` seconds is decoded in."""
+        if self.mode == "none" or duration_s <= self.min_duration_s:
+            return 1
+        return max(2, math.ceil(duration_s / self.window_s))

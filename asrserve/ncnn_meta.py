@@ -21,16 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asrserve.backends.ncnn import (
-    ARRAY_KEY_BASE,
-    META_LAYER,
-    META_NAME,
-    read_param_layers,
-    read_param_lines,
-    with_meta_line,
-)
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.families.ncnn_base import NCNN_MODEL_TYPES
 
 EXIT_OK = 0
 
@@ -75,6 +66,11 @@ Value = int | Sequence[int]
 
 def meta_line(model_type: str, values: Mapping[str, Value]) -> str:
     """The ``SherpaMetaData`` layer line for ``model_type`` (keys by flag name)."""
+    # here, not at the top: the backend and the families bring numpy, which
+    # the command line's parser (built for every asrserve command) does not need
+    from asrserve.backends.ncnn import ARRAY_KEY_BASE, META_LAYER, META_NAME
+    from asrserve.families.ncnn_base import NCNN_MODEL_TYPES
+
     schema = _SCHEMAS.get(model_type)
     if schema is None:
         raise ConfigError(f"unknown model type {model_type!r}; expected one of {list(_SCHEMAS)}")
@@ -111,6 +107,8 @@ def add_meta(param: Path, line: str, output: Path | None = None) -> Path:
     """Write ``param`` with ``line`` as its metadata to ``output`` (default: in
     place), atomically; the result is re-read and checked before it replaces
     anything."""
+    from asrserve.backends.ncnn import read_param_layers, read_param_lines, with_meta_line
+
     read_param_layers(param)  # refuse a malformed or truncated input by name
     text = "\n".join(with_meta_line(read_param_lines(param), line)) + "\n"
     target = output or param

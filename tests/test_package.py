@@ -1,5 +1,6 @@
-"""``import asrserve`` is cheap, its public names load on first use, and the
-command line keeps numpy's BLAS to one thread unless the user says otherwise."""
+"""``import asrserve`` is cheap, its public names load on first use, the
+command line's parser needs no numpy, and the command line keeps numpy's BLAS
+to one thread unless the user says otherwise."""
 
 from __future__ import annotations
 
@@ -65,3 +66,20 @@ def test_healthcheck_imports_no_numpy() -> None:
         "print(rc, 'numpy' in sys.modules)"
     )
     assert _python(code) == "1 False"
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["models", "list"]])
+def test_parser_and_light_commands_import_no_numpy(argv: list[str]) -> None:
+    """Every subcommand's parser is built for every command: the ones that load
+    no model (``--version``, ``--help``, ``models``) stay free of numpy."""
+    code = (
+        "import contextlib, io, sys; from asrserve.cli import build_parser, main\n"
+        "parser = build_parser()\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({argv!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print([m for m in ('numpy', 'onnxruntime') if m in sys.modules])"
+    )
+    assert _python(code) == "[]"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, Protocol
 
 from asrserve.errors import ConfigError
+
+if TYPE_CHECKING:  # the command line's parsers read PROVIDERS without loading numpy
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)

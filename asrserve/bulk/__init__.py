@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from asrserve.bulk.manifest import Item, ManifestError, read_inputs
     from asrserve.bulk.runner import Summary, run_bulk
     from asrserve.bulk.sink import JsonlSink
-    from asrserve.bulk.split import SplitConfig
     from asrserve.bulk.worker import ModelSpec
+    from asrserve.config import SplitConfig
 
 # imported on first use: the CLI imports asrserve.bulk.split for every command,
 # and the process pool's modules are not needed until a bulk run
@@ -33,7 +33,7 @@ _HOMES = {
     "Summary": "asrserve.bulk.runner",
     "run_bulk": "asrserve.bulk.runner",
     "JsonlSink": "asrserve.bulk.sink",
-    "SplitConfig": "asrserve.bulk.split",
+    "SplitConfig": "asrserve.config",
     "ModelSpec": "asrserve.bulk.worker",
 }
 

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from asrserve.bulk.split import SPLIT_MODES, SplitConfig
-from asrserve.core.rolling import DEFAULT_MAX_STREAMS
+from asrserve.config import DEFAULT_MAX_STREAMS, SPLIT_MODES, SplitConfig
 from asrserve.model_args import add_model_args, decoding_config, warn_if_demo_model
 
 EXIT_OK, EXIT_FAILED_INPUT = 0, 1

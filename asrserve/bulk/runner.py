@@ -20,8 +20,9 @@ from typing import Any, TextIO
 from asrserve.bulk.engines import BulkError, Engine
 from asrserve.bulk.manifest import Item, local_path
 from asrserve.bulk.sink import JsonlSink
-from asrserve.bulk.split import PieceWords, SplitConfig, stitch
+from asrserve.bulk.split import PieceWords, stitch
 from asrserve.bulk.worker import PieceResult, Task
+from asrserve.config import SplitConfig
 
 log = logging.getLogger("asrserve.bulk")
 

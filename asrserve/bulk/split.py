@@ -1,9 +1,10 @@
 """Long files: split into pieces that decode on different workers, then stitch.
 
-A file longer than ``min_duration_s`` is cut into ``n = ceil(duration / window_s)``
-pieces around the nominal boundaries ``k * duration / n``. Each piece is a task of
-its own; the worker of piece ``k`` finds both of its cuts by itself, from the
-audio, so no one reads a long file whole:
+A file longer than ``min_duration_s`` (:class:`asrserve.config.SplitConfig`) is
+cut into ``n = ceil(duration / window_s)`` pieces around the nominal boundaries
+``k * duration / n``. Each piece is a task of its own; the worker of piece ``k``
+finds both of its cuts by itself, from the audio, so no one reads a long file
+whole:
 
 - ``vad``: the cut is the middle of the longest run of non-speech windows (Silero
   probability below the detector's ``neg_threshold``) within ``search_s`` of the
@@ -36,48 +37,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from asrserve.errors import AudioFormatError, ConfigError
+from asrserve.errors import AudioFormatError
 
 FloatArray = npt.NDArray[np.float32]
-SPLIT_MODES = ("auto", "none", "vad", "fixed")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """How long files are split (seconds). ``mode``: ``none``, ``vad``, ``fixed``,
-    or ``auto`` (``vad`` when a Silero model is found, else ``fixed``; resolved by
-    the command before work starts). ``vad_model``: ``silero_vad.onnx``."""
-
-    mode: str = "none"
-    min_duration_s: float = 120.0
-    window_s: float = 60.0
-    overlap_s: float = 1.0
-    search_s: float = 5.0
-    vad_model: str | None = None
-
-    def validate(self) -> SplitConfig:
-        if self.mode not in SPLIT_MODES:
-            raise ConfigError(f"split mode must be one of {SPLIT_MODES}, got {self.mode!r}")
-        if self.window_s < 5.0:
-            raise ConfigError(f"split window must be >= 5 s, got {self.window_s}")
-        if self.min_duration_s < self.window_s:
-            raise ConfigError(
-                f"split minimum duration ({self.min_duration_s} s) must be >= the window "
-                f"({self.window_s} s)"
-            )
-        if not 0.0 <= self.overlap_s <= self.window_s / 4:
-            raise ConfigError(f"split overlap must be in [0, window/4], got {self.overlap_s}")
-        if not 0.0 <= self.search_s <= self.window_s / 4:
-            raise ConfigError(f"VAD search span must be in [0, window/4], got {self.search_s}")
-        if self.mode == "vad" and not self.vad_model:
-            raise ConfigError("split mode 'vad' needs the path of silero_vad.onnx")
-        return self
-
-    def piece_count(self, duration_s: float) -> int:
-        """How many pieces a file of ``duration_s`` seconds is decoded in."""
-        if self.mode == "none" or duration_s <= self.min_duration_s:
-            return 1
-        return max(2, math.ceil(duration_s / self.window_s))
 
 
 def boundary(duration_s: float, count: int, k: int) -> float:

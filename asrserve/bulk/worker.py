@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from asrserve.bulk.manifest import local_path
-from asrserve.bulk.split import SplitConfig, boundary, quietest_point, read_blocks, read_span
-from asrserve.config import DecodingConfig
-from asrserve.core.rolling import DEFAULT_MAX_STREAMS, Decoded
+from asrserve.bulk.split import boundary, quietest_point, read_blocks, read_span
+from asrserve.config import DEFAULT_MAX_STREAMS, DecodingConfig, SplitConfig
+from asrserve.core.rolling import Decoded
 
 BLOCK_S = 1.0
 """Seconds of a whole file read at a time."""

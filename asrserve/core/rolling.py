@@ -41,6 +41,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from asrserve.config import DEFAULT_MAX_STREAMS
 from asrserve.core.events import Segment
 from asrserve.core.interfaces import AnyRecognizer, AudioStream
 from asrserve.core.segments import Segmenting, after_chunk, close_segment
@@ -59,12 +60,6 @@ __all__ = [
 S = TypeVar("S", bound=AudioStream)
 Pieces = Iterable[tuple[int, npt.ArrayLike]]
 """One input: ``(sample_rate, samples)`` pieces, float32 in [-1, 1] or int16."""
-DEFAULT_MAX_STREAMS = 32
-"""Streams decoded together by default. A memory-bound encoder (a large LSTM
-in int8) costs about the same per run for 1 or 32 rows, so CPU per audio second
-keeps falling up to a few dozen streams (80M LSTM int8, 31 files, 1 thread: 6.4
-CPU-s at 8 streams, 5.3 at 16, 4.4 at 32); a stream holds a few pieces of audio
-and its states."""
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ import io
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asrserve.errors import ConfigError, ModelLoadError
-from asrserve.quantize.calibration import Feed
+
+if TYPE_CHECKING:  # calibration brings numpy, which the command's parser does not need
+    from asrserve.quantize.calibration import Feed
 
 MODES = ("fp16", "int8-dynamic", "int8-static", "int8-smoothquant")
 """The precisions ``asrserve quantize --to`` writes."""

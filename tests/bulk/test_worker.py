@@ -10,8 +10,8 @@ from pathlib import Path
 import soundfile as sf
 
 from asrserve.bulk.engines import call_size, task_calls
-from asrserve.bulk.split import SplitConfig
 from asrserve.bulk.worker import ModelSpec, PieceResult, Task, Worker
+from asrserve.config import SplitConfig
 from tests.bulk.conftest import LongWav
 
 NONE = SplitConfig(mode="none")

@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import Any
 
 from asrserve.bulk.engines import WORKER_DIED, BulkError, call_size, task_calls
-from asrserve.bulk.split import SplitConfig
 from asrserve.bulk.worker import (
     ModelSpec,
     PieceResult,
@@ -32,6 +31,7 @@ from asrserve.bulk.worker import (
     init_process,
     process_in_pool,
 )
+from asrserve.config import SplitConfig
 from asrserve.errors import ConfigError
 
 log = logging.getLogger("asrserve.bulk")

@@ -27,8 +27,8 @@ from dataclasses import replace
 from typing import Any
 
 from asrserve.bulk.engines import WORKER_DIED, BulkError, call_size, task_calls
-from asrserve.bulk.split import SplitConfig
 from asrserve.bulk.worker import ModelSpec, PieceResult, Task, Worker, failed
+from asrserve.config import SplitConfig
 from asrserve.errors import ConfigError
 
 log = logging.getLogger("asrserve.bulk")
