@@ -63,20 +63,36 @@ class _MaskCheck:
                 self._skip -= k
                 i += k
                 continue
-            self._head.append(data[i])
-            i += 1
-            head = self._head
-            if len(head) < 2:
-                continue
-            if not head[1] & 0x80:
+            held = len(self._head)  # a header begun in an earlier read
+            head = self._head + data[i : i + _MAX_HEADER] if held else data[i : i + _MAX_HEADER]
+            found = _header(head)
+            if found is None:  # the header goes on in the next read
+                self._head += data[i:]
+                return True
+            size, payload = found
+            if payload < 0:
                 return False
-            code = head[1] & 0x7F
-            ext = 2 if code == 126 else 8 if code == 127 else 0
-            if len(head) < 2 + ext + 4:
-                continue
-            self._skip = int.from_bytes(head[2 : 2 + ext], "big") if ext else code
-            head.clear()
+            self._head.clear()
+            self._skip = payload
+            i += size - held
         return True
+
+
+_MAX_HEADER = 14  # 2 bytes, a 64-bit length, the mask key
+
+
+def _header(head: bytes | bytearray) -> tuple[int, int] | None:
+    """(header size, payload length) of the frame header ``head`` starts with;
+    None while it holds less than the whole header; payload -1: not masked."""
+    if len(head) < 2:
+        return None
+    if not head[1] & 0x80:
+        return 2, -1
+    code = head[1] & 0x7F
+    ext = 2 if code == 126 else 8 if code == 127 else 0
+    if len(head) < 2 + ext + 4:
+        return None
+    return 2 + ext + 4, int.from_bytes(head[2 : 2 + ext], "big") if ext else code
 
 
 class MaskedWebSocketResponse(web.WebSocketResponse):
