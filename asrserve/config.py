@@ -117,11 +117,10 @@ def check_score(what: str, value: float) -> float:
 
 DEFAULT_MAX_STREAMS = 32
 """Streams decoded together offline (``transcribe``, every ``bulk`` worker) by
-default. A memory-bound encoder (a large LSTM
-in int8) costs about the same per run for 1 or 32 rows, so CPU per audio second
-keeps falling up to a few dozen streams (80M LSTM int8, 31 files, 1 thread: 6.4
-CPU-s at 8 streams, 5.3 at 16, 4.4 at 32); a stream holds a few pieces of audio
-and its states."""
+default. A memory-bound encoder (a large LSTM in int8) costs about the same per
+run for 1 or 32 rows, so CPU per audio second keeps falling up to a few dozen
+streams (80M LSTM int8, 31 files, 1 thread: 6.4 CPU-s at 8 streams, 5.3 at 16,
+4.4 at 32); a stream holds a few pieces of audio and its states."""
 
 
 @dataclass(frozen=True)
