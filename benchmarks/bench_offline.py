@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny-fp32, one run of each")
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = p.parse_args(argv)
-    from asrserve.core.rolling import DEFAULT_MAX_STREAMS
+    from asrserve.config import DEFAULT_MAX_STREAMS
 
     batch = args.batch or DEFAULT_MAX_STREAMS
     if args.quick:
