@@ -719,19 +719,8 @@ def _add_healthcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     h.add_argument("--path", default="/healthz", help="/healthz (alive) or /readyz (takes streams)")
 
 
-def _healthcheck_parser() -> argparse.ArgumentParser:
-    """The parser of ``asrserve healthcheck`` alone: a container runs it every few
-    seconds, and building every subcommand's parser costs ~0.025 CPU-s more."""
-    parser = argparse.ArgumentParser(prog="asrserve")
-    _add_healthcheck(parser.add_subparsers(dest="command", required=True))
-    use_help_formatter(parser)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["healthcheck"]:
-        return run_healthcheck(_healthcheck_parser().parse_args(argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

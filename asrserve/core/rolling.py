@@ -47,7 +47,6 @@ from asrserve.core.interfaces import AnyRecognizer, AudioStream
 from asrserve.core.segments import Segmenting, after_chunk, close_segment
 
 __all__ = [
-    "DEFAULT_MAX_STREAMS",
     "Decoded",
     "Pieces",
     "array_pieces",
