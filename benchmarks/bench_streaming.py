@@ -10,6 +10,11 @@ calls until nothing is ready) by
    ``run_encoder`` over precomputed fbank chunks (states carried, batch
    stacked once) plus one ``run_joiner`` per output frame with a fixed,
    precomputed decoder output. No features, no decoder, no search.
+4. the features alone: kaldi-native-fbank (the library sherpa-onnx's C++
+   calls too) over every stream's audio, read back chunk by chunk as a
+   stream reads it. Floor plus features is the "native" work both runtimes
+   do; ``native/sherpa`` is the lowest asrserve/sherpa ratio that the same
+   native libraries allow at zero Python cost.
 
 Extra rows per thread count compare modified beam search (4 active paths,
 single stream unless ``--beam-batches`` says more); its floor runs the joiner
@@ -74,9 +79,11 @@ class Row:
     sherpa_s: float
     asrserve_s: float
     floor_s: float
+    features_s: float
     rtf: float
     asrserve_vs_sherpa: float
     asrserve_vs_floor: float
+    native_vs_sherpa: float  # (floor + features) / sherpa
     tokens_match: bool
     num_tokens: int
     first_diff: int | None  # first token index where asrserve and sherpa-onnx differ
@@ -153,6 +160,25 @@ def floor_inputs(
     dec = m.run_decoder(ctx)
     rows = n * rows_per_stream
     return FloorInputs(chunks, np.ascontiguousarray(np.repeat(dec, rows, axis=0)), rows_per_stream)
+
+
+def run_features(rec: asrserve.Recognizer, audio: FloatArray, n: int) -> int:
+    """Fbank of ``n`` streams of ``audio`` (plus the tail padding), read back in
+    chunks the way :meth:`Recognizer.decode_streams` reads them; returns chunks."""
+    m = rec.model
+    pad = np.zeros(round(rec.tail_padding_s * SAMPLE_RATE), dtype=np.float32)
+    chunks = 0
+    for _ in range(n):
+        fb = KaldiFbank(rec.feature_config)
+        fb.accept_waveform(audio)
+        fb.accept_waveform(pad)
+        fb.input_finished()
+        start = 0
+        while start + m.chunk_size < fb.num_frames_ready:
+            fb.get_frames(start, m.chunk_size)
+            start += m.chunk_shift
+            chunks += 1
+    return chunks
 
 
 def run_floor(rec: asrserve.Recognizer, inp: FloorInputs) -> int:
@@ -232,17 +258,19 @@ def measure(
     cold()
     got = run_asrserve(ours, audio, n, decoding)
     run_floor(ours, inp)
-    times: list[list[float]] = [[], [], []]
+    run_features(ours, audio, n)
+    times: list[list[float]] = [[], [], [], []]
     for _ in range(repeat):
         runs = (
             lambda: run_sherpa(sherpa, audio, n),
             lambda: run_asrserve(ours, audio, n, decoding),
             lambda: run_floor(ours, inp),
+            lambda: run_features(ours, audio, n),
         )
         for i, fn in enumerate(runs):
             times[i].append(timed(fn, cold if i == 1 else None))
     pick = min if stat == "best" else (lambda v: float(np.median(v)))
-    sherpa_s, ours_s, floor_s = (pick(v) for v in times)
+    sherpa_s, ours_s, floor_s, features_s = (pick(v) for v in times)
     audio_s = audio.size / SAMPLE_RATE
     return Row(
         model=label,
@@ -253,9 +281,11 @@ def measure(
         sherpa_s=sherpa_s,
         asrserve_s=ours_s,
         floor_s=floor_s,
+        features_s=features_s,
         rtf=ours_s / (n * audio_s),
         asrserve_vs_sherpa=ours_s / sherpa_s,
         asrserve_vs_floor=ours_s / floor_s,
+        native_vs_sherpa=(floor_s + features_s) / sherpa_s,
         tokens_match=got == want,
         num_tokens=len(want[0]),
         first_diff=first_difference(got, want),
@@ -271,9 +301,11 @@ _COLUMNS = (
     ("sherpa s", 9),
     ("asrserve s", 10),
     ("floor s", 9),
+    ("feat s", 7),
     ("RTF", 7),
     ("asr/sherpa", 10),
     ("asr/floor", 9),
+    ("native/sherpa", 13),
     ("tokens", 12),
 )
 
@@ -293,9 +325,11 @@ def format_row(r: Row) -> str:
         f"{r.sherpa_s:.3f}",
         f"{r.asrserve_s:.3f}",
         f"{r.floor_s:.3f}",
+        f"{r.features_s:.3f}",
         f"{r.rtf:.4f}",
         f"{r.asrserve_vs_sherpa:.2f}",
         f"{r.asrserve_vs_floor:.2f}",
+        f"{r.native_vs_sherpa:.2f}",
         f"ok {r.num_tokens}" if r.tokens_match else f"WARN@{r.first_diff}/{r.num_tokens}",
     ]
     return "  ".join(
@@ -404,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(bundles its own onnxruntime); {env['cpu_count']} CPUs\n"
         f"# targets: asrserve/sherpa <= {TARGET_VS_SHERPA} (greedy, N=1); "
         f"asrserve/floor <= {TARGET_VS_FLOOR}\n"
-        f"# RTF = asrserve s / (N x audio s); floor = run_encoder + 1 run_joiner per frame\n"
+        f"# RTF = asrserve s / (N x audio s); floor = run_encoder + 1 run_joiner per frame;\n"
+        f"# feat = kaldi-native-fbank alone; native = floor + feat (the C++ work both do)\n"
         f"# load average at the start: {load_start[0]:.2f} {load_start[1]:.2f} "
         f"{load_start[2]:.2f}",
         flush=True,
