@@ -40,7 +40,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -141,21 +141,29 @@ class FloorInputs:
     rows_per_stream: int
 
 
-def floor_inputs(
-    rec: asrserve.Recognizer, audio: FloatArray, n: int, rows_per_stream: int
-) -> FloorInputs:
-    """Fbank chunks exactly as asrserve's streams see them, and a fixed decoder output."""
+def fbank_chunks(rec: asrserve.Recognizer, audio: FloatArray) -> Iterator[FloatArray]:
+    """Fbank of one stream of ``audio`` plus the tail padding, read back chunk by
+    chunk the way :meth:`Recognizer.decode_streams` reads it (``is_ready``)."""
     m = rec.model
     fb = KaldiFbank(rec.feature_config)
     fb.accept_waveform(audio)
     fb.accept_waveform(np.zeros(round(rec.tail_padding_s * SAMPLE_RATE), dtype=np.float32))
     fb.input_finished()
-    chunks = []
     start = 0
-    while start + m.chunk_size < fb.num_frames_ready:  # Recognizer.is_ready
-        one = fb.get_frames(start, m.chunk_size)
-        chunks.append(np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape))))
+    while start + m.chunk_size < fb.num_frames_ready:
+        yield fb.get_frames(start, m.chunk_size)
         start += m.chunk_shift
+
+
+def floor_inputs(
+    rec: asrserve.Recognizer, audio: FloatArray, n: int, rows_per_stream: int
+) -> FloorInputs:
+    """Fbank chunks exactly as asrserve's streams see them, and a fixed decoder output."""
+    m = rec.model
+    chunks = [
+        np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape)))
+        for one in fbank_chunks(rec, audio)
+    ]
     ctx = np.asarray([[-1] * (m.context_size - 1) + [0]], dtype=np.int64)
     dec = m.run_decoder(ctx)
     rows = n * rows_per_stream
@@ -163,22 +171,8 @@ def floor_inputs(
 
 
 def run_features(rec: asrserve.Recognizer, audio: FloatArray, n: int) -> int:
-    """Fbank of ``n`` streams of ``audio`` (plus the tail padding), read back in
-    chunks the way :meth:`Recognizer.decode_streams` reads them; returns chunks."""
-    m = rec.model
-    pad = np.zeros(round(rec.tail_padding_s * SAMPLE_RATE), dtype=np.float32)
-    chunks = 0
-    for _ in range(n):
-        fb = KaldiFbank(rec.feature_config)
-        fb.accept_waveform(audio)
-        fb.accept_waveform(pad)
-        fb.input_finished()
-        start = 0
-        while start + m.chunk_size < fb.num_frames_ready:
-            fb.get_frames(start, m.chunk_size)
-            start += m.chunk_shift
-            chunks += 1
-    return chunks
+    """The features of ``n`` streams of ``audio`` (:func:`fbank_chunks`); returns chunks."""
+    return sum(1 for _ in range(n) for _ in fbank_chunks(rec, audio))
 
 
 def run_floor(rec: asrserve.Recognizer, inp: FloorInputs) -> int:

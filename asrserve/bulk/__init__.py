@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from asrserve.bulk.worker import ModelSpec
     from asrserve.config import SplitConfig
 
-# imported on first use: the CLI imports asrserve.bulk.split for every command,
-# and the process pool's modules are not needed until a bulk run
+# imported on first use: the process pool's modules (and numpy) are not needed
+# until a bulk run
 _HOMES = {
     "BulkError": "asrserve.bulk.engines",
     "LocalEngine": "asrserve.bulk.engines.local",
